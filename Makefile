@@ -1,0 +1,49 @@
+# The llama platform: `make demo` runs the whole graph on the sample corpus,
+# `make test` passes the tests. Both set everything up on a fresh machine.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# CPU machines take the CPU build of this exact version; on a GPU machine set
+# TORCH_SPEC to the CUDA build you want (e.g. TORCH_SPEC="torch==2.13.0 --index-url …").
+TORCH_SPEC ?= torch==2.13.0
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# The embedded default lives inside the checkout; the environment overrides it.
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export LLAMA_DATA_ROOT ?= $(CURDIR)/data
+export HF_HUB_OFFLINE := 1
+
+.PHONY: install demo test ui lint format bench clean-data
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/llama-platform demo
+
+test: install
+	$(BIN)/python -m pytest
+
+ui: install
+	@$(BIN)/python -c "from llama_assets.settings import ensure_dagster_home; ensure_dagster_home()"
+	@echo "Dagster UI on http://127.0.0.1:3000 (instance: $(DAGSTER_HOME))"
+	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+# Deletes the local instance and data (never the landing zone of a custom root).
+clean-data:
+	rm -rf $(CURDIR)/.dagster_home $(CURDIR)/data

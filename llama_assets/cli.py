@@ -1,0 +1,268 @@
+"""``llama-platform``: ingest a folder, run what is pending, see where things stand.
+
+Everything here goes through the same Dagster instance as the UI (the one in
+``DAGSTER_HOME``), so each command's runs and metadata are visible there too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+# The embedded default must be in place before Dagster reads its environment.
+from llama_assets.settings import SAMPLE_DATA, ensure_dagster_home
+
+SAMPLE_SOURCE = "python-docs"
+
+
+def _instance():
+    import dagster as dg
+
+    ensure_dagster_home()
+    return dg.DagsterInstance.get()
+
+
+def _runner(echo=print):
+    from llama_assets.definitions import resources_for
+    from llama_assets.runner import Runner
+
+    return Runner(_instance(), resources_for(), echo)
+
+
+def _train_config(args) -> dict | None:
+    config = {
+        k: v
+        for k, v in {"max_steps": args.max_steps, "max_tokens": args.max_tokens}.items()
+        if v is not None
+    }
+    return config or None
+
+
+def cmd_ingest(args) -> int:
+    from llama_assets.ingest.landing import add_to_landing
+    from llama_assets.settings import data_root
+
+    key = add_to_landing(Path(args.path), data_root() / "landing", args.source, args.batch)
+    print(f"added batch {key} to {data_root() / 'landing' / key}")
+    print("run `llama-platform run` to process it (or let the landing-zone sensor do it)")
+    return 0
+
+
+def cmd_run(args) -> int:
+    runner = _runner()
+    started = time.perf_counter()
+    ran = runner.run_pending(args.variant, _train_config(args))
+    print(f"done in {time.perf_counter() - started:.1f}s" if ran else "nothing pending")
+    return 0
+
+
+def cmd_backfill(args) -> int:
+    from llama_assets.partitions import BATCHES
+
+    runner = _runner()
+    runner.register_landing_batches()
+    keys = list(runner.instance.get_dynamic_partitions(BATCHES))
+    if args.partitions:
+        wanted = [k.strip() for k in args.partitions.split(",") if k.strip()]
+        unknown = sorted(set(wanted) - set(keys))
+        if unknown:
+            print(f"unknown batch partitions: {', '.join(unknown)}", file=sys.stderr)
+            return 2
+        selected = [k for k in keys if k in wanted]
+    elif args.start or args.end:
+        lo = keys.index(args.start) if args.start else 0
+        hi = keys.index(args.end) + 1 if args.end else len(keys)
+        selected = keys[lo:hi]
+    else:
+        selected = keys
+    runner.run_batches(selected)
+    print(f"re-materialised {len(selected)} batch partition(s)")
+    return 0
+
+
+def cmd_status(args) -> int:
+    from llama_assets.deployment.registry import read_aliases
+    from llama_assets.jobs import BATCH_ASSETS, VARIANT_ASSETS
+    from llama_assets.partitions import BATCHES
+    from llama_assets.settings import data_root, dagster_home
+    from llama_assets.training.variants import VARIANTS
+
+    runner = _runner()
+    layout = runner.resources["storage"].layout
+    print(f"data root    {data_root()}")
+    print(f"DAGSTER_HOME {dagster_home()}")
+    keys = list(runner.instance.get_dynamic_partitions(BATCHES))
+    from llama_assets.ingest.landing import landing_batch_keys
+
+    waiting = [k for k in landing_batch_keys(layout.landing) if k not in keys]
+    print(f"\nbatches: {len(keys)} registered, {len(waiting)} waiting in the landing zone")
+    done = {a.key.to_user_string(): runner.materialized(a) for a in BATCH_ASSETS}
+    for key in keys:
+        complete = sum(key in parts for parts in done.values())
+        print(f"  {key:<40} {complete}/{len(BATCH_ASSETS)} assets materialised")
+    for key in waiting:
+        print(f"  {key:<40} waiting")
+    print("\nmodels:")
+    for variant in VARIANTS:
+        aliases = read_aliases(layout.aliases(variant))
+        states = [variant in runner.materialized(a) for a in VARIANT_ASSETS]
+        line = f"  {variant:<14} champion={aliases['champion'] or '-'}"
+        if aliases["champion"]:
+            report = layout.reports(variant, aliases["champion"]) / "report.json"
+            if report.exists():
+                r = json.loads(report.read_text())
+                line += (
+                    f" ppl {r['quality']['base_perplexity']:.1f}->"
+                    f"{r['quality']['finetuned_perplexity']:.1f}"
+                )
+        print(f"{line}  ({sum(states)}/{len(states)} assets materialised)")
+    return 0
+
+
+def cmd_rollback(args) -> int:
+    from llama_assets.deployment.registry import RollbackError, rollback
+    from llama_assets.settings import data_root
+    from llama_assets.layout import DataLayout
+
+    path = DataLayout(data_root()).aliases(args.variant)
+    try:
+        aliases = rollback(path, reason=args.reason)
+    except RollbackError as error:
+        print(f"rollback refused: {error}", file=sys.stderr)
+        return 1
+    print(f"{args.variant}: champion is now {aliases['champion']}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from llama_assets.ingest.landing import add_to_landing
+    from llama_assets.settings import data_root
+
+    landing = data_root() / "landing"
+    for part in sorted(p.name for p in SAMPLE_DATA.iterdir() if p.is_dir()):
+        if not (landing / SAMPLE_SOURCE / part).exists():
+            key = add_to_landing(SAMPLE_DATA / part, landing, SAMPLE_SOURCE, part)
+            print(f"landed sample batch {key}")
+    started = time.perf_counter()
+    _runner().run_pending(args.variant, _train_config(args))
+    print(f"\ngraph materialised in {time.perf_counter() - started:.1f}s\n")
+    print_summary(args.variant)
+    return 0
+
+
+def print_summary(variants) -> None:
+    from llama_assets.deployment.registry import read_aliases
+    from llama_assets.layout import DataLayout
+    from llama_assets.settings import dagster_home, data_root
+
+    layout = DataLayout(data_root())
+    print("artifacts")
+    rows = [
+        ("landing zone", layout.landing),
+        ("quarantine", layout.root / "quarantine"),
+        ("clean shards", layout.shards_root),
+        ("LanceDB (table chunks)", layout.lancedb),
+        ("training dataset", layout.training_dataset),
+        ("models", layout.root / "models"),
+        ("eval reports", layout.root / "reports"),
+        ("Dagster instance", dagster_home()),
+    ]
+    for name, path in rows:
+        print(f"  {name:<24} {path}")
+    quarantined = sum(
+        sum(1 for _ in f.open()) for f in (layout.root / "quarantine").rglob("*.jsonl")
+    )
+    print(f"  ({quarantined} records quarantined, each with its reason)")
+    for variant in variants:
+        aliases = read_aliases(layout.aliases(variant))
+        latest = layout.models(variant) / "latest.json"
+        if not latest.exists():
+            continue
+        version = json.loads(latest.read_text())["version"]
+        report = json.loads((layout.reports(variant, version) / "report.json").read_text())
+        q, r, s = report["quality"], report["retrieval"], report["serving"]
+        k = r["k"]
+        print(f"\neval report {variant}/{version}: {layout.reports(variant, version) / 'report.md'}")
+        print(
+            f"  held-out perplexity  base {q['base_perplexity']:.2f} -> fine-tuned "
+            f"{q['finetuned_perplexity']:.2f} ({q['improvement']:.1%} better)"
+        )
+        print(
+            f"  retrieval            recall@{k} {r[f'recall@{k}']:.3f}, MRR@{k} "
+            f"{r[f'mrr@{k}']:.3f} over {r['queries']} known-item queries"
+        )
+        print(
+            f"  serving              {s['tokens_per_second']:.1f} tokens/s, first token "
+            f"{s['first_token_ms']:.1f} ms"
+        )
+        print(f"  champion             {aliases['champion'] or 'none (gate not passed)'}")
+    print("\nsee it all in the UI: make ui  (http://127.0.0.1:3000)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from llama_assets.training.variants import VARIANTS
+
+    parser = argparse.ArgumentParser(prog="llama-platform", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("ingest", help="add a file or folder to the landing zone as a new batch")
+    p.add_argument("path")
+    p.add_argument("--source", required=True, help="source name (one path segment)")
+    p.add_argument("--batch", help="batch name (default: a UTC timestamp)")
+    p.set_defaults(func=cmd_ingest)
+
+    def training_options(p):
+        p.add_argument(
+            "--variant", action="append", choices=sorted(VARIANTS),
+            help="model variant(s) to train and evaluate (default: tiny)",
+        )
+        p.add_argument("--max-steps", type=int, help="override the variant's step budget")
+        p.add_argument("--max-tokens", type=int, help="override the variant's token budget")
+
+    p = sub.add_parser("run", help="materialise everything pending, in-process")
+    training_options(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="land the bundled sample corpus and run the whole graph")
+    training_options(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("status", help="batches, models and champions")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("backfill", help="re-materialise batch partitions (idempotent)")
+    p.add_argument("--partitions", help="comma-separated keys <source>/<batch>")
+    p.add_argument("--from", dest="start", help="first key of a range (registration order)")
+    p.add_argument("--to", dest="end", help="last key of a range (inclusive)")
+    p.set_defaults(func=cmd_backfill)
+
+    p = sub.add_parser("rollback", help="move a variant's champion alias back one promotion")
+    p.add_argument("--variant", default="tiny", choices=sorted(VARIANTS))
+    p.add_argument("--reason", default="manual rollback")
+    p.set_defaults(func=cmd_rollback)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    args = build_parser().parse_args(argv)
+    if getattr(args, "variant", None) is None and "variant" in vars(args):
+        args.variant = ["tiny"]
+    from llama_assets.runner import StepFailed
+
+    try:
+        return args.func(args)
+    except StepFailed as error:
+        print(f"\nfailed: {error}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, FileExistsError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Layer 2 over a batch: PII masking, language identification, quality scores.
+
+Masking happens first, so that everything downstream (the language and quality
+signals, the shards, the embeddings, the index, training) only ever sees
+masked text. A document that fails a rule is quarantined with that rule's name.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from llama_assets.curate.language import detect_language
+from llama_assets.curate.pii import mask_pii
+from llama_assets.curate.quality import QualityThresholds, quality_failures, quality_signals
+from llama_assets.curate.rejects import Reject
+
+STAGE = "validated_documents"
+
+
+@dataclass(frozen=True)
+class ContentPolicy:
+    """Per-source content rules; the defaults suit English technical prose."""
+
+    allowed_languages: tuple[str, ...] = ("en",)
+    thresholds: QualityThresholds = field(default_factory=QualityThresholds)
+
+
+@dataclass
+class ValidationOutcome:
+    kept: pl.DataFrame
+    rejects: list[Reject]
+    pii_counts: dict[str, int]
+    languages: dict[str, int]
+    reject_reasons: dict[str, int]
+
+
+def validate_documents(raw: pl.DataFrame, policy: ContentPolicy) -> ValidationOutcome:
+    kept_rows: list[dict] = []
+    rejects: list[Reject] = []
+    pii_counts: Counter[str] = Counter()
+    languages: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    for row in raw.iter_rows(named=True):
+        masked, counts = mask_pii(row["text"])
+        pii_counts.update(counts)
+        language, language_score = detect_language(masked)
+        languages[language] += 1
+        signals = quality_signals(masked)
+        if language not in policy.allowed_languages:
+            reason = f"language:{language}"
+        elif failures := quality_failures(signals, policy.thresholds):
+            reason = "quality:" + ",".join(failures)
+        else:
+            reason = None
+        if reason:
+            reasons[reason.split(":")[0]] += 1
+            rejects.append(
+                Reject(
+                    source=row["source"],
+                    batch=row["batch"],
+                    path=row["path"],
+                    record=row["record"],
+                    stage=STAGE,
+                    reason=reason,
+                    excerpt=masked[:200],
+                )
+            )
+            continue
+        kept_rows.append(
+            {
+                **row,
+                "text": masked,
+                "language": language,
+                "language_score": float(language_score),
+                "pii_total": int(sum(counts.values())),
+                **{k: float(v) for k, v in signals.items()},
+            }
+        )
+    kept = pl.DataFrame(kept_rows, infer_schema_length=None) if kept_rows else _empty_like(raw)
+    return ValidationOutcome(kept, rejects, dict(pii_counts), dict(languages), dict(reasons))
+
+
+def _empty_like(raw: pl.DataFrame) -> pl.DataFrame:
+    signals = quality_signals("")
+    return raw.clear().with_columns(
+        pl.lit(None, pl.String).alias("language"),
+        pl.lit(None, pl.Float64).alias("language_score"),
+        pl.lit(None, pl.Int64).alias("pii_total"),
+        *[pl.lit(None, pl.Float64).alias(k) for k in signals],
+    )

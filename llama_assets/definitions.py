@@ -1,0 +1,43 @@
+"""The code location: every asset, job and sensor, with resources for the environment."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from llama_assets.jobs import ALL_ASSETS, batch_job, dataset_job, model_job
+from llama_assets.settings import data_root
+from resources.device import DeviceResource
+from resources.embedder import EmbedderResource
+from resources.storage import LocalDataRoot
+from resources.vector_store import LanceDBResource
+from sensors.landing import landing_zone_sensor
+
+
+def local_resources() -> dict:
+    root = data_root()
+    return {
+        "storage": LocalDataRoot(root=str(root)),
+        "vector_store": LanceDBResource(uri=str(root / "lancedb")),
+        "embedder": EmbedderResource(model_path=os.environ.get("LLAMA_EMBEDDER_PATH", "")),
+        "device": DeviceResource(),
+    }
+
+
+RESOURCES_BY_ENV = {"local": local_resources}
+
+
+def resources_for(env: str | None = None) -> dict:
+    env = env or os.environ.get("LLAMA_ENV", "local")
+    if env not in RESOURCES_BY_ENV:
+        raise ValueError(f"LLAMA_ENV={env!r}: known environments are {sorted(RESOURCES_BY_ENV)}")
+    return RESOURCES_BY_ENV[env]()
+
+
+defs = dg.Definitions(
+    assets=ALL_ASSETS,
+    jobs=[batch_job, dataset_job, model_job],
+    sensors=[landing_zone_sensor],
+    resources=resources_for(),
+)

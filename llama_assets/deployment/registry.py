@@ -1,0 +1,59 @@
+"""The champion alias of each variant, with its full history.
+
+``models/<variant>/aliases.json`` holds the current champion and every move of
+the alias (promotion or rollback), newest last, so a rollback is a single
+atomic rewrite of one small file and nothing is ever deleted.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from llama_assets.atomic import atomic_write_json
+
+
+class RollbackError(RuntimeError):
+    pass
+
+
+def read_aliases(path: Path) -> dict:
+    if not path.exists():
+        return {"champion": None, "history": []}
+    return json.loads(path.read_text())
+
+
+def _move(path: Path, version: str, action: str, reason: str) -> dict:
+    aliases = read_aliases(path)
+    aliases["history"].append(
+        {
+            "version": version,
+            "action": action,
+            "reason": reason,
+            "previous": aliases["champion"],
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+    )
+    aliases["champion"] = version
+    atomic_write_json(path, aliases)
+    return aliases
+
+
+def promote(path: Path, version: str, reason: str) -> dict:
+    return _move(path, version, "promote", reason)
+
+
+def rollback(path: Path, reason: str = "manual rollback") -> dict:
+    """Point the alias back at the champion before the current one."""
+    aliases = read_aliases(path)
+    current = aliases["champion"]
+    if current is None:
+        raise RollbackError(f"{path}: there is no champion to roll back")
+    # The champion that the current one replaced when it was promoted.
+    for entry in reversed(aliases["history"]):
+        if entry["action"] == "promote" and entry["version"] == current:
+            if entry["previous"] not in (None, current):
+                return _move(path, entry["previous"], "rollback", reason)
+            break
+    raise RollbackError(f"{path}: {current} is the first champion; nothing to roll back to")

@@ -1,0 +1,23 @@
+"""Partitions: landing batches (dynamic, ``<source>/<batch>``) and model variants."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from llama_assets.training.variants import VARIANTS
+
+BATCHES = "batches"
+
+batch_partitions = dg.DynamicPartitionsDefinition(name=BATCHES)
+variant_partitions = dg.StaticPartitionsDefinition(list(VARIANTS))
+
+
+def earlier_batch_keys(instance: dg.DagsterInstance, key: str) -> list[str]:
+    """Batches registered before ``key``, oldest first.
+
+    Registration order is the order of arrival, so "earlier" is well defined
+    and re-materialising a batch never compares it with itself or with a
+    batch that arrived after it.
+    """
+    keys = list(instance.get_dynamic_partitions(BATCHES))
+    return keys[: keys.index(key)] if key in keys else keys

@@ -1,0 +1,48 @@
+"""Where the embedded default keeps things, and how the environment overrides it.
+
+Every entry point (the Dagster code location, the CLI, the Makefile) resolves
+paths here, so ``LLAMA_DATA_ROOT`` and ``DAGSTER_HOME`` mean the same thing to
+all of them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_DATA = Path(__file__).resolve().parent / "sample_data"
+LOCAL_INSTANCE_CONFIG = PROJECT_ROOT / "deploy" / "local" / "dagster.yaml"
+
+
+def data_root() -> Path:
+    """``LLAMA_DATA_ROOT``, or ``data/`` inside the checkout (git-ignored)."""
+    value = os.environ.get("LLAMA_DATA_ROOT", "").strip()
+    if value.startswith("s3://"):
+        raise NotImplementedError(
+            "LLAMA_DATA_ROOT=s3://… is the production storage path and is not built yet; "
+            "use a local directory for now."
+        )
+    return Path(value).expanduser().resolve() if value else PROJECT_ROOT / "data"
+
+
+def dagster_home() -> Path:
+    """``DAGSTER_HOME``, or ``.dagster_home/`` inside the checkout (git-ignored)."""
+    value = os.environ.get("DAGSTER_HOME", "").strip()
+    return Path(value).expanduser().resolve() if value else PROJECT_ROOT / ".dagster_home"
+
+
+def ensure_dagster_home() -> Path:
+    """Create the instance directory with the local ``dagster.yaml`` if it has none.
+
+    Sets ``DAGSTER_HOME`` for this process so that ``DagsterInstance.get()`` and
+    child processes find the same SQLite instance the UI shows.
+    """
+    home = dagster_home()
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists() and LOCAL_INSTANCE_CONFIG.exists():
+        shutil.copyfile(LOCAL_INSTANCE_CONFIG, config)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home

@@ -1,0 +1,124 @@
+"""Build a variant's base model and tokenizer, fine-tune it, write the checkpoint.
+
+A locally built variant (``tiny``) trains its tokenizer on the training split
+and initialises its base model from a seed; that base is saved inside the
+checkpoint (``base/``) so the adapter can never meet a different base model.
+A real variant loads weights and tokenizer from the path its environment
+variable names; the tokenizer travels with every checkpoint either way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+
+from llama_assets.training.base_model import build_tiny_llama, load_base_model
+from llama_assets.training.dataset import pack_token_ids, tokenize_texts
+from llama_assets.training.tokenizer import train_bpe_tokenizer
+from llama_assets.training.trainer import (
+    TOKENIZER_DIR,
+    TrainConfig,
+    TrainResult,
+    finetune_lora,
+    load_finetuned,
+    load_finetuned_tokenizer,
+    read_trainer_state,
+    save_finetuned,
+)
+from llama_assets.training.variants import ModelVariant, weights_path
+
+BASE_DIR = "base"
+
+
+def checkpoint_version(variant: ModelVariant, cfg: TrainConfig, data_version: str) -> str:
+    """Same variant, settings and data -> same version (re-runs are idempotent)."""
+    payload = json.dumps(
+        {"variant": variant.name, "config": cfg.to_dict(), "data": data_version}, sort_keys=True
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def base_model_and_tokenizer(
+    variant: ModelVariant, train_texts: Sequence[str], seed: int, device: torch.device
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    if variant.is_local:
+        tokenizer = train_bpe_tokenizer(train_texts, vocab_size=variant.vocab_size)
+        return build_tiny_llama(variant, tokenizer, seed).to(device), tokenizer
+    return load_base_model(variant, weights_path(variant), device=device)
+
+
+def pack(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], seq_len: int) -> torch.Tensor:
+    return pack_token_ids(tokenize_texts(tokenizer, texts), seq_len, tokenizer.eos_token_id)
+
+
+@dataclass
+class TrainedCheckpoint:
+    version: str
+    path: Path
+    result: TrainResult
+    train_blocks: int
+    manifest: dict
+
+
+def train_and_save(
+    variant: ModelVariant,
+    cfg: TrainConfig,
+    train_texts: Sequence[str],
+    data_version: str,
+    out_root: Path,
+    device: torch.device,
+    on_step: Callable[[int, float, int], None] | None = None,
+) -> TrainedCheckpoint:
+    version = checkpoint_version(variant, cfg, data_version)
+    base, tokenizer = base_model_and_tokenizer(variant, train_texts, cfg.seed, device)
+    blocks = pack(tokenizer, train_texts, cfg.seq_len)
+    if blocks.shape[0] == 0:
+        raise ValueError(
+            f"the training split packs into no block of {cfg.seq_len} tokens; ingest more text"
+        )
+    with tempfile.TemporaryDirectory(dir=out_root.parent if out_root.parent.exists() else None) as tmp:
+        base_dir = None
+        if variant.is_local:
+            # Saved before training: fine-tuning injects adapters into the base in place.
+            base_dir = Path(tmp) / BASE_DIR
+            base.save_pretrained(str(base_dir), safe_serialization=True)
+        result = finetune_lora(base, blocks, cfg, device, on_step=on_step)
+        state = {
+            **result.trainer_state(),
+            "variant": variant.name,
+            "version": version,
+            "data_version": data_version,
+            "base_model": BASE_DIR if variant.is_local else weights_path(variant),
+            "train_blocks": int(blocks.shape[0]),
+        }
+        out = out_root / version
+        manifest = save_finetuned(result.model, tokenizer, out, state, base_model_dir=base_dir)
+    return TrainedCheckpoint(version, out, result, int(blocks.shape[0]), manifest)
+
+
+def load_checkpoint_base(
+    variant: ModelVariant, checkpoint: Path, device: torch.device
+) -> PreTrainedModel:
+    """A fresh copy of the base model the checkpoint was trained on."""
+    if variant.is_local:
+        model = AutoModelForCausalLM.from_pretrained(str(checkpoint / BASE_DIR))
+        return model.to(device).eval()
+    model, _ = load_base_model(variant, read_trainer_state(checkpoint)["base_model"], device=device)
+    return model.eval()
+
+
+def load_checkpoint(
+    variant: ModelVariant, checkpoint: Path, device: torch.device
+) -> tuple[PreTrainedModel, PreTrainedModel, PreTrainedTokenizerBase]:
+    """(base, fine-tuned, tokenizer); two independent copies of the base weights."""
+    tokenizer = load_finetuned_tokenizer(checkpoint)
+    base = load_checkpoint_base(variant, checkpoint, device)
+    finetuned = load_finetuned(checkpoint, load_checkpoint_base(variant, checkpoint, device))
+    return base, finetuned.to(device).eval(), tokenizer

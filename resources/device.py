@@ -1,0 +1,30 @@
+"""Which accelerator a run uses, chosen at run time, never at import time."""
+
+from __future__ import annotations
+
+import dagster as dg
+import torch
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    """``auto`` takes CUDA, then Apple MPS, then the CPU."""
+    if preference != "auto":
+        return torch.device(preference)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+class DeviceResource(dg.ConfigurableResource):
+    preference: str = "auto"
+
+    def device(self) -> torch.device:
+        return pick_device(self.preference)
+
+    def describe(self) -> str:
+        device = self.device()
+        if device.type == "cuda":
+            return f"cuda ({torch.cuda.get_device_name(device)})"
+        return device.type

@@ -1,0 +1,38 @@
+"""Test corpora: real Python-docs topics and landing batches written in tmp_path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydoc_data.topics import topics
+
+from llama_assets.layout import DataLayout
+
+# Long English topics of the Python docs: real text that passes every filter.
+TOPIC_KEYS = sorted(k for k, v in topics.items() if len(v.split()) > 400)
+
+
+def topic(i: int) -> str:
+    return topics[TOPIC_KEYS[i]].strip()
+
+
+def land(layout: DataLayout, key: str, files: dict[str, str | bytes]) -> Path:
+    """Write a landing batch: {relative path: text or bytes}."""
+    root = layout.landing_batch(key)
+    for rel, content in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+    return root
+
+
+def jsonl(*records: dict | str) -> str:
+    return "\n".join(r if isinstance(r, str) else json.dumps(r) for r in records) + "\n"
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

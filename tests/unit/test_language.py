@@ -1,0 +1,75 @@
+"""Offline language identification: scripts, stop-word profiles, abstention."""
+
+from __future__ import annotations
+
+import pytest
+
+from llama_assets.curate.language import STOP_WORDS, detect_language
+
+SENTENCES = {
+    "en": "The quick brown fox jumps over the lazy dog. This is a sentence that has several "
+    "of the most common words in English, and it should be detected with high confidence.",
+    "de": "Der schnelle braune Fuchs springt über den faulen Hund. Dies ist ein Satz, der "
+    "einige der häufigsten Wörter der deutschen Sprache enthält, und er sollte erkannt werden.",
+    "fr": "Le renard brun rapide saute par-dessus le chien paresseux. C'est une phrase qui "
+    "contient plusieurs des mots les plus courants de la langue française, et elle doit être "
+    "reconnue.",
+    "es": "El rápido zorro marrón salta sobre el perro perezoso. Esta es una oración que "
+    "contiene varias de las palabras más comunes del idioma español, y debe ser detectada.",
+    "it": "La rapida volpe marrone salta sopra il cane pigro. Questa è una frase che contiene "
+    "molte delle parole più comuni della lingua italiana, e deve essere riconosciuta.",
+    "pt": "A rápida raposa marrom pula sobre o cão preguiçoso. Esta é uma frase que contém "
+    "muitas das palavras mais comuns da língua portuguesa, e deve ser detectada pelo modelo.",
+    "nl": "De snelle bruine vos springt over de luie hond. Dit is een zin die een aantal van "
+    "de meest voorkomende woorden van de Nederlandse taal bevat, en hij moet worden herkend.",
+    "ru": "Быстрая коричневая лиса прыгает через ленивую собаку. Это предложение на русском.",
+    "zh": "敏捷的棕色狐狸跳过了懒狗。这是一个中文句子，用于测试语言识别功能是否正常工作。",
+    "ja": "素早い茶色の狐が怠け者の犬を飛び越えます。これは言語識別をテストするための日本語の文です。",
+    "ko": "빠른 갈색 여우가 게으른 개를 뛰어넘습니다. 이것은 언어 식별을 시험하는 한국어 문장입니다.",
+    "el": "Η γρήγορη καφέ αλεπού πηδάει πάνω από τον τεμπέλη σκύλο. Αυτή είναι μια πρόταση.",
+    "ar": "الثعلب البني السريع يقفز فوق الكلب الكسول. هذه جملة باللغة العربية لاختبار اللغة.",
+}
+
+
+@pytest.mark.parametrize("code", sorted(SENTENCES))
+def test_detects_language(code: str) -> None:
+    detected, confidence = detect_language(SENTENCES[code])
+    assert detected == code
+    assert 0.6 <= confidence <= 1.0
+
+
+def test_exact_confidences() -> None:
+    assert detect_language(SENTENCES["en"]) == ("en", 0.8451)
+    assert detect_language(SENTENCES["ru"]) == ("ru", 1.0)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "short words",
+        "12345 67890 !!! ??? ... --- 3.14159",
+        "x = foo(bar, baz)\nqux = quux[corge:grault]\nwaldo.fred(plugh, xyzzy, thud)",
+        "Kiitos paljon avusta, hyvää päivänjatkoa kaikille ystävilleni täällä tänään",
+    ],
+)
+def test_undetermined_without_evidence(text: str) -> None:
+    assert detect_language(text) == ("und", 0.0)
+
+
+def test_python_docs_prose_is_english() -> None:
+    text = (
+        "The with statement is used to wrap the execution of a block with methods defined by "
+        "a context manager. This allows common try/except/finally usage patterns to be "
+        "encapsulated for convenient reuse.\n\n    with open(path) as f:\n        data = f.read()\n"
+    )
+    code, confidence = detect_language(text)
+    assert code == "en"
+    assert confidence > 0.7
+
+
+def test_profiles_are_nonempty_and_lowercase() -> None:
+    assert set(STOP_WORDS) == {"en", "de", "fr", "es", "it", "pt", "nl"}
+    for words in STOP_WORDS.values():
+        assert len(words) >= 40
+        assert all(w == w.casefold() for w in words)

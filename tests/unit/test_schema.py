@@ -1,0 +1,122 @@
+"""Layer-1 schema: row failures become rejects, frame failures raise."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from llama_assets.curate.quality import SIGNAL_NAMES, quality_signals
+from llama_assets.curate.rejects import Reject
+from llama_assets.ingest.readers import Document
+from llama_assets.ingest.schema import (
+    RAW_SCHEMA,
+    VALIDATED_SCHEMA,
+    RawDocuments,
+    SchemaFrameError,
+    ValidatedDocuments,
+    documents_frame,
+    split_schema_failures,
+)
+
+
+def _doc(doc_id: str, record: int = 0, text: str = "some text", fmt: str = "jsonl") -> Document:
+    return Document(doc_id, "web", "b1", "f.jsonl", record, None, text, fmt)
+
+
+def test_documents_frame_dtypes_including_empty() -> None:
+    df = documents_frame([_doc("a"), _doc("b", 1, "other")])
+    assert df.schema == pl.Schema(RAW_SCHEMA)
+    assert df["doc_id"].to_list() == ["a", "b"]
+    assert df["record"].to_list() == [0, 1]
+    empty = documents_frame([])
+    assert empty.height == 0
+    assert empty.schema == pl.Schema(RAW_SCHEMA)
+    assert split_schema_failures(empty, RawDocuments)[0].height == 0
+
+
+def test_row_failures_become_rejects() -> None:
+    df = documents_frame(
+        [
+            _doc("a"),
+            _doc("b", 1, "  \n "),
+            _doc("c", -2, "fine", fmt="exe"),
+            _doc("d", 3, "also fine"),
+            _doc("d", 4, "duplicate id"),
+        ]
+    )
+    passing, rejects = split_schema_failures(df, RawDocuments)
+    assert passing["doc_id"].to_list() == ["a"]
+    formats = "['jsonl', 'json', 'parquet', 'csv', 'txt', 'md', 'rst', 'html', 'htm']"
+    assert rejects == [
+        Reject("web", "b1", "f.jsonl", 1, "schema", "text:not_blank", "  \\n "),
+        Reject(
+            "web",
+            "b1",
+            "f.jsonl",
+            -2,
+            "schema",
+            f"record:greater_than_or_equal_to(0); format:isin({formats})",
+            "fine",
+        ),
+        Reject("web", "b1", "f.jsonl", 3, "schema", "doc_id:field_uniqueness", "also fine"),
+        Reject("web", "b1", "f.jsonl", 4, "schema", "doc_id:field_uniqueness", "duplicate id"),
+    ]
+
+
+def test_valid_frame_passes_unchanged() -> None:
+    df = documents_frame([_doc("a"), _doc("b", 1)])
+    passing, rejects = split_schema_failures(df, RawDocuments)
+    assert rejects == []
+    assert passing.equals(df)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda df: df.drop("format"), "column_in_dataframe"),
+        (lambda df: df.with_columns(pl.col("record").cast(pl.Int32)), "record: dtype('Int64')"),
+        (lambda df: df.with_columns(extra=pl.lit(1)), "column_in_schema"),
+    ],
+)
+def test_frame_failures_raise(change, message: str) -> None:
+    df = change(documents_frame([_doc("a")]))
+    with pytest.raises(SchemaFrameError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        split_schema_failures(df, RawDocuments)
+
+
+def _validated(rows: int = 2) -> pl.DataFrame:
+    raw = documents_frame([_doc(f"id{i}", i, "The text of the document.") for i in range(rows)])
+    signals = quality_signals("The text of the document.")
+    return raw.with_columns(
+        language=pl.lit("en"),
+        language_score=pl.lit(0.9),
+        pii_total=pl.lit(0, dtype=pl.Int64),
+        **{name: pl.lit(value, dtype=pl.Float64) for name, value in signals.items()},
+    )
+
+
+def test_validated_model() -> None:
+    df = _validated()
+    assert df.schema == pl.Schema(VALIDATED_SCHEMA)
+    assert list(VALIDATED_SCHEMA)[-len(SIGNAL_NAMES) :] == list(SIGNAL_NAMES)
+    passing, rejects = split_schema_failures(df, ValidatedDocuments)
+    assert (passing.height, rejects) == (2, [])
+    # Extra columns are allowed in the validated table.
+    assert split_schema_failures(df.with_columns(review=pl.lit(True)), ValidatedDocuments)[1] == []
+
+    bad = df.with_columns(
+        language_score=pl.Series([0.5, 1.5]),
+        pii_total=pl.Series([-1, 0]),
+        language=pl.Series(["EN!", "de"]),
+    )
+    passing, rejects = split_schema_failures(bad, ValidatedDocuments)
+    assert passing.height == 0
+    assert [(r.record, r.reason) for r in rejects] == [
+        (0, "language:str_matches('^[a-z]{2,3}$'); pii_total:greater_than_or_equal_to(0)"),
+        (1, "language_score:in_range(0.0, 1.0)"),
+    ]
+
+
+def test_validated_model_requires_quality_columns() -> None:
+    with pytest.raises(SchemaFrameError, match="q_curly_brace"):
+        split_schema_failures(_validated().drop("q_curly_brace"), ValidatedDocuments)
