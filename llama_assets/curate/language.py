@@ -44,53 +44,57 @@ SAMPLE_CHARS = 20_000
 """Only the first this-many characters are examined: plenty for a decision,
 and it keeps the cost of a 1M-character document bounded."""
 
+
+def _profile(words: str) -> frozenset[str]:
+    return frozenset(words.split())
+
+
 # Very common function words, chosen to overlap little between profiles.
 STOP_WORDS: dict[str, frozenset[str]] = {
-    "en": frozenset(
+    "en": _profile(
         "the of and to in is that it for was on are as with his they be at this have from "
         "or had by not but what all were we when your can said there an which she do their "
         "if will would each about how up out them then these so some her him into has more "
-        "could been than its who did".split()
+        "could been than its who did"
     ),
-    "de": frozenset(
+    "de": _profile(
         "der die und den das nicht von zu ist sich mit dem des auf für ein eine einer "
         "auch es an werden aus er hat dass sie nach wird bei um noch wie über so zum "
         "kann nur wenn aber sind oder ich wir ihr war diese dieser durch vom zur"
-        " wurde haben".split()
+        " wurde haben"
     ),
-    "fr": frozenset(
+    "fr": _profile(
         "le la les et des du un une est pour que qui dans en au pas par sur plus ne se "
         "ce il elle sont avec ont aux mais ou nous vous cette son sa ses été être fait "
         "comme leur tout bien peut aussi entre où donc"
-        " ces".split()
+        " ces"
     ),
-    "es": frozenset(
+    "es": _profile(
         "el la los las y de del que en un una es por con para se no al lo como más pero "
         "sus le ya fue este ha muy sin sobre también entre cuando todo esta son dos "
         "desde donde hay porque está han ese eso puede ser nos"
-        " hasta".split()
+        " hasta"
     ),
-    "it": frozenset(
+    "it": _profile(
         "il di che la è e per un una in non sono lo gli le del della dei delle alla al "
         "con si da come ma anche più questo questa ci ha nel nella essere stato tutti "
         "quando perché sul dal ancora molto solo così fra"
-        " loro".split()
+        " loro"
     ),
-    "pt": frozenset(
+    "pt": _profile(
         "o a os as e de do da dos das que em um uma é para com não no na nos nas por mais "
         "ao se como mas foi ele ela seu sua são ou quando muito já também pelo pela "
         "isso esse essa até está ser tem"
-        " você".split()
+        " você"
     ),
-    "nl": frozenset(
+    "nl": _profile(
         "de het een en van in is dat op te zijn met voor niet aan er om ook als bij "
         "door maar wordt worden nog dan uit naar werd hij zij wij deze dit die geen "
         "kan heeft hebben meer over wel waren"
-        " tot".split()
+        " tot"
     ),
 }
 """Stop-word profile of each Latin-script language."""
-
 
 
 def _profiles_of_words() -> dict[str, tuple[str, ...]]:
@@ -106,25 +110,20 @@ _PROFILES_OF = _profiles_of_words()
 
 _WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?")
 
-# (code, ranges) of the scripts that decide a language by themselves.
-_SCRIPTS: tuple[tuple[str, tuple[tuple[int, int], ...]], ...] = (
-    ("han", ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0xF900, 0xFAFF), (0x20000, 0x2FFFF))),
-    ("kana", ((0x3040, 0x309F), (0x30A0, 0x30FF), (0x31F0, 0x31FF), (0xFF66, 0xFF9F))),
-    ("ko", ((0xAC00, 0xD7AF), (0x1100, 0x11FF), (0x3130, 0x318F))),
-    ("ru", ((0x0400, 0x052F),)),
-    ("ar", ((0x0600, 0x06FF), (0x0750, 0x077F), (0x08A0, 0x08FF), (0xFB50, 0xFDFF), (0xFE70, 0xFEFF))),
-    ("el", ((0x0370, 0x03FF), (0x1F00, 0x1FFF))),
-    ("latin", ((0x0041, 0x024F), (0x1E00, 0x1EFF))),
-)
-
-
-def _script_of(ch: str) -> str:
-    code = ord(ch)
-    for name, ranges in _SCRIPTS:
-        for low, high in ranges:
-            if low <= code <= high:
-                return name
-    return "other"
+# Letters of the scripts that decide a language by themselves, as regex classes.
+_SCRIPTS: dict[str, re.Pattern[str]] = {
+    name: re.compile(f"[{ranges}]")
+    for name, ranges in {
+        "han": "\u4e00-\u9fff\u3400-\u4dbf\uf900-\ufaff\U00020000-\U0002ffff",
+        "kana": "\u3040-\u309f\u30a0-\u30ff\u31f0-\u31ff\uff66-\uff9f",
+        "ko": "\uac00-\ud7af\u1100-\u11ff\u3130-\u318f",
+        "ru": "\u0400-\u052f",
+        "ar": "\u0600-\u06ff\u0750-\u077f\u08a0-\u08ff\ufb50-\ufdff\ufe70-\ufeff",
+        "el": "\u0370-\u03ff\u1f00-\u1fff",
+        "latin": "A-Za-z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f\u1e00-\u1eff",
+    }.items()
+}
+_LETTER = re.compile(r"[^\W\d_]")
 
 
 def detect_language(text: str) -> tuple[str, float]:
@@ -134,10 +133,10 @@ def detect_language(text: str) -> tuple[str, float]:
     no dominant script, or too few stop words of any profiled language.
     """
     sample = text[:SAMPLE_CHARS]
-    scripts = Counter(_script_of(ch) for ch in sample if ch.isalpha())
-    letters = sum(scripts.values())
+    letters = len(_LETTER.findall(sample))
     if letters < MIN_LETTERS:
         return UNDETERMINED, 0.0
+    scripts = {name: len(pattern.findall(sample)) for name, pattern in _SCRIPTS.items()}
 
     # Han + Kana together are Japanese when Kana is a real share, else Chinese.
     cjk = scripts["han"] + scripts["kana"]

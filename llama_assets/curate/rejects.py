@@ -67,7 +67,9 @@ def write_rejects(rejects: Iterable[Reject], path: Path) -> int:
     count = 0
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+        # backslashreplace: a lone surrogate (from an undecodable file name)
+        # is written escaped rather than failing the whole quarantine file.
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace", newline="\n") as fh:
             for reject in rejects:
                 fh.write(json.dumps(asdict(reject), ensure_ascii=False))
                 fh.write("\n")

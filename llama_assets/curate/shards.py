@@ -67,7 +67,9 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_shards(df: pl.DataFrame, out_dir: Path, max_rows: int = DEFAULT_MAX_ROWS) -> dict[str, Any]:
+def write_shards(
+    df: pl.DataFrame, out_dir: Path, max_rows: int = DEFAULT_MAX_ROWS
+) -> dict[str, Any]:
     """Write `df` as zstd Parquet parts of at most `max_rows` rows plus a manifest.
 
     The manifest is {"rows", "bytes", "shards": [{"file", "rows", "bytes",

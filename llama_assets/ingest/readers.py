@@ -33,7 +33,7 @@ from typing import IO, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from llama_assets.curate.rejects import Reject, make_excerpt
+from llama_assets.curate.rejects import EXCERPT_CHARS, Reject, make_excerpt
 
 BASE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".txt", ".md", ".rst", ".html", ".htm")
 SUPPORTED_SUFFIXES = BASE_SUFFIXES + tuple(f"{s}.gz" for s in BASE_SUFFIXES)
@@ -79,6 +79,7 @@ _UTF8_BOM = b"\xef\xbb\xbf"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 # C0 controls except \t \n \r: removed from every text.
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+_SURROGATES = re.compile(r"[\ud800-\udfff]")
 _TEXT_CONTROL_BYTES = frozenset(b"\t\n\r\f\b\x1b")
 _NON_TEXT_BYTES = frozenset(range(0x20)) - _TEXT_CONTROL_BYTES | {0x7F}
 
@@ -107,8 +108,13 @@ def make_doc_id(source: str, batch: str, path: str, record: int) -> str:
 
 
 def clean_text(text: str) -> str:
-    """Drop C0 control characters (NUL included) and normalise line endings to \\n."""
+    """Drop C0 control characters (NUL included) and normalise line endings to \\n.
+
+    Lone surrogates (JSON can encode them as "\\ud800") become U+FFFD: they
+    cannot be written as UTF-8, so Arrow/Parquet would refuse the text later.
+    """
     text = _CONTROL_CHARS.sub("", text)
+    text = _SURROGATES.sub("\ufffd", text)
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     return text
@@ -156,10 +162,17 @@ def iter_batch(batch_dir: Path, source: str, batch: str) -> Iterator[Document | 
     Files are visited sorted by their path relative to `batch_dir`; files and
     folders whose name starts with "." or "_" (`.DS_Store`, `_SUCCESS`, ...) are
     skipped as markers. Files with unsupported suffixes are rejected as
-    "unsupported_format".
+    "unsupported_format", names that are not valid UTF-8 as "invalid_file_name".
     """
     batch_dir = Path(batch_dir)
     for rel in _list_files(batch_dir):
+        try:
+            rel.encode("utf-8")
+        except UnicodeEncodeError:
+            # A name that is not valid UTF-8 cannot be stored as a path column.
+            shown = rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            yield Reject(source, batch, shown, None, STAGE, "invalid_file_name", shown)
+            continue
         reader = _Reader(batch_dir / rel, source, batch, rel)
         yield from reader.read()
 
@@ -211,12 +224,15 @@ class _Reader:
             excerpt=make_excerpt(raw),
         )
 
-    def document(self, record: int, text: str, title: str | None) -> Document | Reject:
+    def document(
+        self, record: int, text: str, title: str | None, raw: str | bytes | None = None
+    ) -> Document | Reject:
+        """A Document, or a Reject when the cleaned text is empty or too large."""
         text = clean_text(text)
         if not text.strip():
-            return self.reject(record, "empty_text", text)
+            return self.reject(record, "empty_text", text if raw is None else raw)
         if len(text) > MAX_DOCUMENT_CHARS:
-            return self.reject(record, "too_large", text)
+            return self.reject(record, "too_large", text if raw is None else raw)
         if title is not None:
             title = " ".join(clean_text(title).split())[:MAX_TITLE_CHARS] or None
         return Document(
@@ -230,17 +246,30 @@ class _Reader:
             format=self.format or "",
         )
 
-    def from_mapping(self, record: int, obj: Any, raw: str | bytes | None) -> Document | Reject:
-        """A Document from one structured record (JSON object, CSV/Parquet row)."""
+    def from_mapping(
+        self, record: int, obj: Any, raw: str | bytes | None = None
+    ) -> Document | Reject:
+        """A Document from one structured record (JSON object, CSV/Parquet row).
+
+        `raw` is the record's source text for a reject's excerpt; without it the
+        excerpt is the record serialised, which is only done for rejects.
+        """
+        reason = None
+        text = None
         if not isinstance(obj, Mapping):
-            return self.reject(record, "not_an_object", raw)
-        text = next((obj[k] for k in TEXT_KEYS if obj.get(k) is not None), None)
-        if text is None:
-            return self.reject(record, "missing_text", raw)
-        if not isinstance(text, str):
-            return self.reject(record, "wrong_type", raw)
+            reason = "not_an_object"
+        else:
+            text = next((obj[k] for k in TEXT_KEYS if obj.get(k) is not None), None)
+            if text is None:
+                reason = "missing_text"
+            elif not isinstance(text, str):
+                reason = "wrong_type"
+        if reason is not None or not isinstance(text, str):
+            if raw is None:
+                raw = json.dumps(obj, ensure_ascii=False, default=repr)[: EXCERPT_CHARS * 2]
+            return self.reject(record, reason or "wrong_type", raw)
         title = next((obj[k] for k in TITLE_KEYS if isinstance(obj.get(k), str)), None)
-        return self.document(record, text, title)
+        return self.document(record, text, title, raw)
 
     # -- reading ----------------------------------------------------------
 
@@ -270,7 +299,7 @@ class _Reader:
                     yield item
             else:
                 yield from self.read_whole()
-        except (OSError, EOFError, zlib.error, csv.Error, pa.ArrowException) as exc:
+        except (OSError, EOFError, ValueError, zlib.error, csv.Error, pa.ArrowException) as exc:
             # Records already yielded stand; the rest of the file is one reject.
             after = None if record is None else record + 1
             yield self.reject(after, "unreadable_file", f"{type(exc).__name__}: {exc}")
@@ -352,7 +381,7 @@ class _Reader:
             index = 0
             for chunk in parquet.iter_batches(batch_size=1024, columns=columns):
                 for obj in chunk.to_pylist():
-                    yield self.from_mapping(index, obj, repr(obj))
+                    yield self.from_mapping(index, obj)
                     index += 1
             if index == 0:
                 yield self.reject(None, "empty_file", f"columns: {names}")
@@ -394,10 +423,7 @@ class _Reader:
         if isinstance(value, list):
             if not value:
                 return [self.reject(None, "empty_file", text)]
-            return (
-                self.from_mapping(i, obj, json.dumps(obj, ensure_ascii=False)[:400])
-                for i, obj in enumerate(value)
-            )
+            return (self.from_mapping(i, obj) for i, obj in enumerate(value))
         return [self.from_mapping(0, value, text)]
 
 
@@ -435,7 +461,9 @@ def plain_title(text: str, fmt: str) -> str | None:
 
 # -- HTML ------------------------------------------------------------------
 
-_SKIP_TAGS = frozenset({"script", "style", "nav", "header", "footer", "aside", "noscript", "template"})
+_SKIP_TAGS = frozenset(
+    {"script", "style", "nav", "header", "footer", "aside", "noscript", "template"}
+)
 _BLOCK_TAGS = frozenset(
     {
         "address", "article", "blockquote", "dd", "div", "dl", "dt", "fieldset",

@@ -77,16 +77,12 @@ class ValidatedDocuments(RawDocuments):
     q_ellipsis_line_fraction: float = pa.Field(in_range={"min_value": 0.0, "max_value": 1.0})
     q_alpha_word_fraction: float = pa.Field(in_range={"min_value": 0.0, "max_value": 1.0})
     q_stop_word_count: float = pa.Field(ge=0)
-    q_terminal_punct_line_fraction: float = pa.Field(
-        in_range={"min_value": 0.0, "max_value": 1.0}
-    )
+    q_terminal_punct_line_fraction: float = pa.Field(in_range={"min_value": 0.0, "max_value": 1.0})
     q_javascript_line_fraction: float = pa.Field(in_range={"min_value": 0.0, "max_value": 1.0})
     q_lorem_ipsum: float = pa.Field(isin=[0.0, 1.0])
     q_curly_brace: float = pa.Field(isin=[0.0, 1.0])
     q_duplicate_line_fraction: float = pa.Field(in_range={"min_value": 0.0, "max_value": 1.0})
-    q_duplicate_line_char_fraction: float = pa.Field(
-        in_range={"min_value": 0.0, "max_value": 1.0}
-    )
+    q_duplicate_line_char_fraction: float = pa.Field(in_range={"min_value": 0.0, "max_value": 1.0})
 
     class Config:
         strict = False

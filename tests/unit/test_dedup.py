@@ -196,7 +196,9 @@ def test_lsh_pairs() -> None:
 def test_rejects_inconsistent_input() -> None:
     sig = minhash_signatures(["a b c"])
     with pytest.raises(ValueError, match="both current and prior"):
-        find_duplicates(["x"], ["h"], sig, prior_doc_ids=["x"], prior_hashes=["h"], prior_signatures=sig)
+        find_duplicates(
+            ["x"], ["h"], sig, prior_doc_ids=["x"], prior_hashes=["h"], prior_signatures=sig
+        )
     with pytest.raises(ValueError, match="unique"):
         find_duplicates(["x", "x"], ["h", "h"], np.vstack([sig, sig]))
     with pytest.raises(ValueError, match="same length"):

@@ -24,8 +24,7 @@ PROSE = (
 )
 
 PYTHON_DOC = (
-    PROSE
-    + "\n\nFor example:\n\n    >>> d = {'spam': 1, 'eggs': 2}\n    >>> with open('x') as f:\n"
+    PROSE + "\n\nFor example:\n\n    >>> d = {'spam': 1, 'eggs': 2}\n    >>> with open('x') as f:\n"
     "    ...     data = f.read()\n    >>> print(f'{len(data)} bytes')\n"
 )
 

@@ -66,7 +66,7 @@ def batch_dir(tmp_path: Path) -> Path:
     (d / "one.json").write_text(json.dumps({"text": "single object", "heading": "One"}))
     (d / "bad.json").write_text("{not json")
     (d / "table.csv").write_text(
-        "title,text\nFirst,csv text one\nSecond,\n,\"quoted, with comma\nand newline\"\n"
+        'title,text\nFirst,csv text one\nSecond,\n,"quoted, with comma\nand newline"\n'
     )
     (d / "notext.csv").write_text("a,b\n1,2\n")
     pq.write_table(
@@ -125,7 +125,13 @@ def test_documents_are_exact(batch_dir: Path) -> None:
             "The Guide",
             ".. _label:\n\n==========\nThe Guide\n==========\n\nBody text.\n",
         ),
-        ("nested/plain.txt", 0, "txt", "First line of plain", "\n\n  First line of plain  \nsecond\n"),
+        (
+            "nested/plain.txt",
+            0,
+            "txt",
+            "First line of plain",
+            "\n\n  First line of plain  \nsecond\n",
+        ),
         ("nested/readme.md", 0, "md", "Install *me*", "Intro line\n\n## Install *me* ##\n\ntext\n"),
         ("one.json", 0, "json", "One", "single object"),
         (
@@ -177,6 +183,20 @@ def test_rejects_have_exact_reasons(batch_dir: Path) -> None:
     assert invalid.excerpt == '{"text": "unterminated'
     assert all(len(r.excerpt) <= 200 for r in rejects)
     assert rejects[1].excerpt.startswith("\\x89PNG\\r\\n\\x1a\\n\\x00")
+    excerpts = {(r.path, r.record): r.excerpt for r in rejects}
+    assert excerpts[("list.json", 1)] == "5"
+    assert excerpts[("list.json", 2)] == '{"text": ["a"]}'
+    assert excerpts[("table.parquet", 1)] == '{"content": null, "title": "t2"}'
+    assert excerpts[("table.csv", 1)] == "Second,"
+    assert excerpts[("image.png", None)] == "image.png"
+
+
+def test_looks_binary() -> None:
+    assert readers.looks_binary(b"text\x00more")
+    assert readers.looks_binary(b"\x01\x02\x03abcd")  # 3 of 7 bytes are control chars
+    assert not readers.looks_binary(b"\x01\x02abcdefgh")  # 2 of 10
+    assert not readers.looks_binary("text".encode("utf-16"))  # NULs of UTF-16 are fine
+    assert not readers.looks_binary(b"")
 
 
 def test_iteration_is_deterministic_and_lazy(batch_dir: Path) -> None:
@@ -252,3 +272,16 @@ def test_supported_suffixes() -> None:
     assert readers.SUPPORTED_FORMATS == (
         "jsonl", "json", "parquet", "csv", "txt", "md", "rst", "html", "htm",
     )  # fmt: skip
+
+
+def test_lone_surrogates_and_undecodable_names(tmp_path: Path) -> None:
+    (tmp_path / "s.jsonl").write_text('{"text": "bad \\ud800 surrogate"}\n')
+    (tmp_path / b"caf\xe9.txt".decode("utf-8", "surrogateescape")).write_text("named badly")
+    items = list(iter_batch(tmp_path, "s", "b"))
+    assert [(type(i).__name__, i.path) for i in items] == [
+        ("Reject", "caf\\xe9.txt"),
+        ("Document", "s.jsonl"),
+    ]
+    assert items[0].reason == "invalid_file_name"
+    assert items[1].text == "bad \ufffd surrogate"
+    assert write_rejects([items[0]], tmp_path / "q.jsonl") == 1
