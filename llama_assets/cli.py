@@ -88,7 +88,7 @@ def cmd_status(args) -> int:
     from llama_assets.deployment.registry import read_aliases
     from llama_assets.jobs import BATCH_ASSETS, VARIANT_ASSETS
     from llama_assets.partitions import BATCHES
-    from llama_assets.settings import data_root, dagster_home
+    from llama_assets.settings import dagster_home, data_root
     from llama_assets.training.variants import VARIANTS
 
     runner = _runner()
@@ -125,8 +125,8 @@ def cmd_status(args) -> int:
 
 def cmd_rollback(args) -> int:
     from llama_assets.deployment.registry import RollbackError, rollback
-    from llama_assets.settings import data_root
     from llama_assets.layout import DataLayout
+    from llama_assets.settings import data_root
 
     path = DataLayout(data_root()).aliases(args.variant)
     try:
@@ -186,7 +186,9 @@ def print_summary(variants) -> None:
         report = json.loads((layout.reports(variant, version) / "report.json").read_text())
         q, r, s = report["quality"], report["retrieval"], report["serving"]
         k = r["k"]
-        print(f"\neval report {variant}/{version}: {layout.reports(variant, version) / 'report.md'}")
+        print(
+            f"\neval report {variant}/{version}: {layout.reports(variant, version) / 'report.md'}"
+        )
         print(
             f"  held-out perplexity  base {q['base_perplexity']:.2f} -> fine-tuned "
             f"{q['finetuned_perplexity']:.2f} ({q['improvement']:.1%} better)"
@@ -217,7 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def training_options(p):
         p.add_argument(
-            "--variant", action="append", choices=sorted(VARIANTS),
+            "--variant",
+            action="append",
+            choices=sorted(VARIANTS),
             help="model variant(s) to train and evaluate (default: tiny)",
         )
         p.add_argument("--max-steps", type=int, help="override the variant's step budget")

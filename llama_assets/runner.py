@@ -20,9 +20,23 @@ from llama_assets.training.assets import training_dataset
 
 # Metadata worth a glance in the progress line of each asset.
 HEADLINE = (
-    "rows", "rejects", "documents", "exact_duplicates", "near_duplicates", "drift_score",
-    "chunks_per_second", "inserted", "deleted", "table_rows", "steps", "final_loss",
-    "tokens_per_second", "finetuned_perplexity", "recall@5", "action", "champion",
+    "rows",
+    "rejects",
+    "documents",
+    "exact_duplicates",
+    "near_duplicates",
+    "drift_score",
+    "chunks_per_second",
+    "inserted",
+    "deleted",
+    "table_rows",
+    "steps",
+    "final_loss",
+    "tokens_per_second",
+    "finetuned_perplexity",
+    "recall@5",
+    "action",
+    "champion",
 )
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -84,9 +98,7 @@ class Runner:
             for event in result.get_asset_materialization_events()
             for k, v in event.materialization.metadata.items()
         }
-        headline = " ".join(
-            f"{k}={_fmt(metadata[k])}" for k in HEADLINE if k in metadata
-        )
+        headline = " ".join(f"{k}={_fmt(metadata[k])}" for k in HEADLINE if k in metadata)
         self.echo(f"  ✓ {label} {seconds:6.1f}s  {headline}")
         return metadata
 
@@ -102,7 +114,11 @@ class Runner:
         finetune, *rest = VARIANT_ASSETS
         for variant in variants:
             self.echo(f"model variant: {variant}")
-            config = {"ops": {"finetuned_checkpoint": {"config": train_config}}} if train_config else None
+            config = (
+                {"ops": {"finetuned_checkpoint": {"config": train_config}}}
+                if train_config
+                else None
+            )
             self.materialize(finetune, variant, config)
             for asset in rest:
                 self.materialize(asset, variant)

@@ -27,7 +27,6 @@ import json
 import random
 import shutil
 from pathlib import Path
-
 from pydoc_data.topics import topics
 
 OUT = Path(__file__).resolve().parents[1] / "llama_assets" / "sample_data"
@@ -50,6 +49,7 @@ def main() -> None:
     if OUT.exists():
         shutil.rmtree(OUT)
     keys = sorted(topics)
+
     # Stable assignment of topics to batches and formats (hash, not position).
     def bucket(key: str, n: int) -> int:
         return int(hashlib.sha256(key.encode()).hexdigest(), 16) % n
@@ -142,7 +142,9 @@ def main() -> None:
     # A valid gzip file so compressed input is exercised on the happy path.
     (p2 / "records" / "extra.jsonl.gz").write_bytes(
         gzip.compress(
-            (json.dumps({"id": part2[0] + "-gz", "text": topics[part2[0]].strip()}) + "\n").encode(),
+            (
+                json.dumps({"id": part2[0] + "-gz", "text": topics[part2[0]].strip()}) + "\n"
+            ).encode(),
             mtime=0,
         )
     )

@@ -1,6 +1,5 @@
 """The landing-zone sensor: each new batch folder becomes a partition and a run."""
 
-
 import dagster as dg
 
 from llama_assets.ingest.landing import landing_batch_keys

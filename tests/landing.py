@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-
 from pydoc_data.topics import topics
 
 from llama_assets.layout import DataLayout

@@ -1,7 +1,6 @@
 """Curation assets: content validation (layer 2), profile and drift (layer 3),
 and deduplicated, sharded output."""
 
-
 import json
 import time
 
@@ -50,7 +49,9 @@ def validated_documents(
         metadata={
             **table_metadata(manifest, out),
             "rejects": len(outcome.rejects),
-            "reject_rate": dg.MetadataValue.float(len(outcome.rejects) / raw.height if raw.height else 0.0),
+            "reject_rate": dg.MetadataValue.float(
+                len(outcome.rejects) / raw.height if raw.height else 0.0
+            ),
             "reject_reasons": dg.MetadataValue.json(outcome.reject_reasons),
             "pii_masked": dg.MetadataValue.json(outcome.pii_counts),
             "pii_total": sum(outcome.pii_counts.values()),
@@ -69,7 +70,9 @@ def validated_documents(
     description="Layer 3: the batch's statistical profile and its drift against the "
     "pooled profiles of every earlier batch (PSI on length, Jensen-Shannon on language).",
 )
-def corpus_profile(context: dg.AssetExecutionContext, storage: LocalDataRoot) -> dg.MaterializeResult:
+def corpus_profile(
+    context: dg.AssetExecutionContext, storage: LocalDataRoot
+) -> dg.MaterializeResult:
     layout, key = storage.layout, context.partition_key
     docs = read_table(layout.staging("validated_documents", key))
     profile = profile_documents(docs)
@@ -125,10 +128,15 @@ def clean_shards(context: dg.AssetExecutionContext, storage: LocalDataRoot) -> d
     prior = pl.concat([read_table(p) for p in earlier]) if earlier else empty_index()
     outcome = deduplicate(docs, prior)
     out = layout.shards(key)
-    manifest = write_table(outcome.kept.select("doc_id", "source", "batch", "path", "title", "text", "language"), out)
+    manifest = write_table(
+        outcome.kept.select("doc_id", "source", "batch", "path", "title", "text", "language"), out
+    )
     write_table(outcome.index, layout.staging("dedup_index", key))
     source, batch = split_batch_key(key)
-    by_id = {row["doc_id"]: row for row in docs.select("doc_id", "path", "record", "text").iter_rows(named=True)}
+    by_id = {
+        row["doc_id"]: row
+        for row in docs.select("doc_id", "path", "record", "text").iter_rows(named=True)
+    }
     removed = [
         Reject(
             source=source,

@@ -12,7 +12,12 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from llama_assets.curate.dedup import DedupDecision, content_hash, find_duplicates, minhash_signatures
+from llama_assets.curate.dedup import (
+    DedupDecision,
+    content_hash,
+    find_duplicates,
+    minhash_signatures,
+)
 
 NUM_PERM = 128
 

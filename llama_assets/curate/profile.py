@@ -27,9 +27,7 @@ def profile_documents(df: pl.DataFrame) -> dict:
     languages = (
         dict(df.group_by("language").len().sort("language").iter_rows()) if df.height else {}
     )
-    quality_means = {
-        c: float(df[c].mean()) for c in df.columns if c.startswith("q_") and df.height
-    }
+    quality_means = {c: float(df[c].mean()) for c in df.columns if c.startswith("q_") and df.height}
     return {
         "documents": df.height,
         "words": int(words.sum()) if df.height else 0,

@@ -16,6 +16,7 @@ from llama_assets.curate.language import detect_language
 from llama_assets.curate.pii import mask_pii
 from llama_assets.curate.quality import QualityThresholds, quality_failures, quality_signals
 from llama_assets.curate.rejects import Reject
+from llama_assets.ingest.schema import ValidatedDocuments, split_schema_failures
 
 STAGE = "validated_documents"
 
@@ -80,6 +81,11 @@ def validate_documents(raw: pl.DataFrame, policy: ContentPolicy) -> ValidationOu
             }
         )
     kept = pl.DataFrame(kept_rows, infer_schema_length=None) if kept_rows else _empty_like(raw)
+    # The table this stage writes is schema-checked too (layer 1 on its output).
+    kept, schema_rejects = split_schema_failures(kept, ValidatedDocuments)
+    rejects.extend(schema_rejects)
+    if schema_rejects:
+        reasons["schema"] += len(schema_rejects)
     return ValidationOutcome(kept, rejects, dict(pii_counts), dict(languages), dict(reasons))
 
 

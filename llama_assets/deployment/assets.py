@@ -1,6 +1,5 @@
 """Evaluation and promotion: eval_report per variant, and the champion gate."""
 
-
 import json
 import time
 
@@ -16,7 +15,11 @@ from llama_assets.partitions import variant_partitions
 from llama_assets.retrieval.assets import rag_index
 from llama_assets.retrieval.index import vector_search
 from llama_assets.tables import read_table
-from llama_assets.training.assets import finetuned_checkpoint, read_dataset_manifest, training_dataset
+from llama_assets.training.assets import (
+    finetuned_checkpoint,
+    read_dataset_manifest,
+    training_dataset,
+)
 from llama_assets.training.pipeline import load_checkpoint, pack
 from llama_assets.training.trainer import read_trainer_state
 from llama_assets.training.variants import get_variant
@@ -131,7 +134,9 @@ def eval_report(
     "its eval report passes the gate against the current champion's. History is kept "
     "in models/<variant>/aliases.json; `llama-platform rollback` moves it back.",
 )
-def promoted_model(context: dg.AssetExecutionContext, storage: LocalDataRoot) -> dg.MaterializeResult:
+def promoted_model(
+    context: dg.AssetExecutionContext, storage: LocalDataRoot
+) -> dg.MaterializeResult:
     layout = storage.layout
     variant = context.partition_key
     version = latest_version(storage, variant)

@@ -1,6 +1,5 @@
 """raw_documents: a landing batch read into one schema-checked table."""
 
-
 import time
 from collections import Counter
 
@@ -23,7 +22,9 @@ from resources.storage import LocalDataRoot
     description="Every record of a landing batch, any supported format, schema-checked "
     "(layer 1). Malformed files and records go to quarantine/ with a reason.",
 )
-def raw_documents(context: dg.AssetExecutionContext, storage: LocalDataRoot) -> dg.MaterializeResult:
+def raw_documents(
+    context: dg.AssetExecutionContext, storage: LocalDataRoot
+) -> dg.MaterializeResult:
     layout = storage.layout
     key = context.partition_key
     landing = layout.landing_batch(key)

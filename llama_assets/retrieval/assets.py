@@ -1,6 +1,5 @@
 """Retrieval assets: chunks, their embeddings, and the LanceDB ``chunks`` table."""
 
-
 import time
 
 import dagster as dg

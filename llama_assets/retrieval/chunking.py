@@ -3,8 +3,9 @@
 Paragraphs (blank-line separated) are packed into chunks of at most
 ``max_words`` words, and a paragraph longer than that is cut into windows that
 overlap by ``overlap_words``. The budget is in words as a stand-in for the
-embedder's 256 wordpieces (the Python docs run about 1.5 pieces a word on average, 2 at the 90th percentile, so 110 words stay inside the window);
-budgeting in the embedder's own tokens is a later refinement.
+embedder's 256 wordpieces: the Python docs run about 1.5 pieces a word on
+average and 2 at the 90th percentile, so 110 words stay inside the window.
+Budgeting in the embedder's own tokens is a later refinement.
 
 chunk_id is a content hash scoped to the document, so the same text in two
 documents never collides and an unchanged chunk keeps its id across re-runs.

@@ -61,7 +61,9 @@ class UpsertResult:
     total_rows: int
 
 
-def upsert_batch(table: lancedb.table.Table, rows: pa.Table, source: str, batch: str) -> UpsertResult:
+def upsert_batch(
+    table: lancedb.table.Table, rows: pa.Table, source: str, batch: str
+) -> UpsertResult:
     """Make the table's rows for ``source/batch`` exactly ``rows``, in one commit."""
     rows = rows.cast(table.schema)
     result = (

@@ -1,6 +1,5 @@
 """Training assets: the training dataset snapshot and the LoRA fine-tune."""
 
-
 import hashlib
 import json
 import time
@@ -38,18 +37,24 @@ def read_dataset_manifest(storage: LocalDataRoot) -> dict:
     description="A snapshot of every batch's clean shards, split into train and "
     "validation by a hash of each document id (a document never changes sides).",
 )
-def training_dataset(context: dg.AssetExecutionContext, storage: LocalDataRoot) -> dg.MaterializeResult:
+def training_dataset(
+    context: dg.AssetExecutionContext, storage: LocalDataRoot
+) -> dg.MaterializeResult:
     layout = storage.layout
     shard_dirs = sorted(p.parent for p in layout.shards_root.glob("*/*/manifest.json"))
     if not shard_dirs:
         raise dg.Failure(f"no clean shards under {layout.shards_root}: run the batch assets first")
     docs = pl.concat([read_table(d, ["doc_id", "source", "batch", "text"]) for d in shard_dirs])
     docs = docs.sort("doc_id").with_columns(
-        pl.col("doc_id").map_elements(lambda d: split_of(d, VALIDATION_FRACTION), return_dtype=pl.String).alias("split")
+        pl.col("doc_id")
+        .map_elements(lambda d: split_of(d, VALIDATION_FRACTION), return_dtype=pl.String)
+        .alias("split")
     )
     # The data version names exactly the shard sets the snapshot was built from.
     sources = {
-        str(d.relative_to(layout.shards_root)): manifest_digest(json.loads((d / "manifest.json").read_text()))
+        str(d.relative_to(layout.shards_root)): manifest_digest(
+            json.loads((d / "manifest.json").read_text())
+        )
         for d in shard_dirs
     }
     data_version = hashlib.sha256(repr(sorted(sources.items())).encode()).hexdigest()[:16]
@@ -60,7 +65,11 @@ def training_dataset(context: dg.AssetExecutionContext, storage: LocalDataRoot) 
         metadata.update({f"{split}_{k}": v for k, v in table_metadata(manifest, out).items()})
     atomic_write_json(
         layout.training_dataset / "dataset.json",
-        {"data_version": data_version, "shard_sets": sources, "validation_fraction": VALIDATION_FRACTION},
+        {
+            "data_version": data_version,
+            "shard_sets": sources,
+            "validation_fraction": VALIDATION_FRACTION,
+        },
     )
     return dg.MaterializeResult(
         metadata={

@@ -23,7 +23,6 @@ from llama_assets.training.base_model import build_tiny_llama, load_base_model
 from llama_assets.training.dataset import pack_token_ids, tokenize_texts
 from llama_assets.training.tokenizer import train_bpe_tokenizer
 from llama_assets.training.trainer import (
-    TOKENIZER_DIR,
     TrainConfig,
     TrainResult,
     finetune_lora,
@@ -83,7 +82,9 @@ def train_and_save(
         raise ValueError(
             f"the training split packs into no block of {cfg.seq_len} tokens; ingest more text"
         )
-    with tempfile.TemporaryDirectory(dir=out_root.parent if out_root.parent.exists() else None) as tmp:
+    with tempfile.TemporaryDirectory(
+        dir=out_root.parent if out_root.parent.exists() else None
+    ) as tmp:
         base_dir = None
         if variant.is_local:
             # Saved before training: fine-tuning injects adapters into the base in place.

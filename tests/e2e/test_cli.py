@@ -54,8 +54,13 @@ def test_cli_runs_the_whole_graph_then_only_the_new_batch(tmp_path):
     data = tmp_path / "data"
     version = json.loads((data / "models/tiny/latest.json").read_text())["version"]
     checkpoint = data / "models/tiny" / version
-    for name in ("adapter/adapter_model.safetensors", "tokenizer/tokenizer.json",
-                 "trainer_state.json", "manifest.json", "base/model.safetensors"):
+    for name in (
+        "adapter/adapter_model.safetensors",
+        "tokenizer/tokenizer.json",
+        "trainer_state.json",
+        "manifest.json",
+        "base/model.safetensors",
+    ):
         assert (checkpoint / name).is_file(), name
     report = json.loads((data / "reports/tiny" / version / "report.json").read_text())
     assert report["quality"]["finetuned_perplexity"] < report["quality"]["base_perplexity"]

@@ -32,7 +32,10 @@ def test_chunk_ids_are_scoped_to_the_document_and_stable():
     assert a[0].chunk_id != b[0].chunk_id
     assert a[0].chunk_id == chunk_document("doc-a", "same text here")[0].chunk_id
     repeated = chunk_document("d", "x y\n\nx y", max_words=2, overlap_words=1)
-    assert [c.chunk_id for c in repeated] == [chunk_id_for("d", "x y", 0), chunk_id_for("d", "x y", 1)]
+    assert [c.chunk_id for c in repeated] == [
+        chunk_id_for("d", "x y", 0),
+        chunk_id_for("d", "x y", 1),
+    ]
 
 
 def test_empty_text_has_no_chunks():

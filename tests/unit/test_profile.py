@@ -7,9 +7,7 @@ from llama_assets.curate.profile import drift, jensen_shannon, pool_profiles, pr
 
 
 def frame(lengths: list[int], languages: list[str]) -> pl.DataFrame:
-    return pl.DataFrame(
-        {"text": [" ".join(["w"] * n) for n in lengths], "language": languages}
-    )
+    return pl.DataFrame({"text": [" ".join(["w"] * n) for n in lengths], "language": languages})
 
 
 def test_identical_distributions_do_not_drift():
@@ -31,5 +29,8 @@ def test_profile_and_drift_against_pooled_baseline():
     assert not same["drifted"] and same["score"] == pytest.approx(0.0, abs=1e-6)
     shifted = drift(profile_documents(frame([3000, 4000], ["de", "de"])), pool_profiles([base]))
     assert shifted["drifted"]
-    assert shifted["features"]["language"]["drifted"] and shifted["features"]["length_words"]["drifted"]
+    assert (
+        shifted["features"]["language"]["drifted"]
+        and shifted["features"]["length_words"]["drifted"]
+    )
     assert math.isfinite(shifted["score"]) and shifted["score"] > 1
