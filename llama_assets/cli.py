@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 # The embedded default must be in place before Dagster reads its environment.
@@ -30,7 +31,7 @@ def _runner(echo=print):
     from llama_assets.definitions import resources_for
     from llama_assets.runner import Runner
 
-    return Runner(_instance(), resources_for(), echo)
+    return Runner(_instance(), resources_for(), echo, live=sys.stdout.isatty())
 
 
 def _train_config(args) -> dict | None:
@@ -251,8 +252,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def quiet_libraries() -> None:
+    """Keep the terminal for our progress lines: no download bars, no
+    deprecation chatter from inside transformers and peft."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+def main(argv: list[str] | None = None) -> int:
+    quiet_libraries()
     args = build_parser().parse_args(argv)
     if getattr(args, "variant", None) is None and "variant" in vars(args):
         args.variant = ["tiny"]

@@ -50,6 +50,8 @@ class Runner:
     instance: dg.DagsterInstance
     resources: dict
     echo: Callable[[str], None] = print
+    # On a terminal, show the asset being materialised until its result line replaces it.
+    live: bool = False
 
     # what exists ------------------------------------------------------------
     def register_landing_batches(self) -> list[str]:
@@ -76,7 +78,8 @@ class Runner:
         self, asset: dg.AssetsDefinition, partition_key: str | None, run_config: dict | None = None
     ) -> dict:
         label = f"{asset.key.to_user_string():<22} {partition_key or '':<28}"
-        self.echo(f"  … {label}")
+        if self.live:
+            print(f"  … {label}", end="\r", flush=True)
         started = time.perf_counter()
         config = {**QUIET, **(run_config or {})}
         result = dg.materialize(

@@ -49,6 +49,7 @@ LLAMA_PROJECTIONS: tuple[str, ...] = (
 )
 
 ADAPTER_DIR = "adapter"
+BASE_MODEL_DIR = "base"  # optional copy of the base model (locally built variants)
 TOKENIZER_DIR = "tokenizer"
 TRAINER_STATE_FILE = "trainer_state.json"
 MANIFEST_FILE = "manifest.json"
@@ -229,7 +230,9 @@ def prepare_lora_model(model: PreTrainedModel, cfg: TrainConfig, device: torch.d
     model.to(device)
     model.config.use_cache = False  # no KV cache while training
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(
+            activation_checkpointing_kwargs={"use_reentrant": False}
+        )
         # Frozen embeddings output no grad; checkpointed blocks need a graph to recompute into.
         model.enable_input_require_grads()
     lora = LoraConfig(
@@ -289,7 +292,7 @@ def finetune_lora(
     base before calling this. `on_step(step, loss, tokens_seen)` is called every
     `cfg.log_every` optimizer steps and after the last one. Deterministic for a
     given seed on a given device: LoRA init, dropout and data order all derive
-    from `cfg.seed`, and the caller's global RNG state is restored afterwards.
+    from `cfg.seed`, and the caller's CPU and CUDA RNG states are restored afterwards.
     """
     if train_blocks.ndim != 2 or train_blocks.shape[0] == 0:
         raise ValueError(
@@ -367,12 +370,16 @@ def save_finetuned(
     tokenizer: PreTrainedTokenizerBase,
     out_dir: Path,
     trainer_state: dict[str, Any],
+    base_model_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Write adapter, tokenizer, trainer state and manifest to `out_dir`, atomically.
 
-    Everything is written and fsynced in a temporary sibling directory, which
-    is then renamed to `out_dir`; an existing `out_dir` is moved aside first and
-    deleted only once the new one is in place. Returns the manifest.
+    `base_model_dir`, if given, is copied into `base/` (and covered by the
+    manifest): a small random-init base cannot be fetched again, so it travels
+    with its adapter. Everything is written and fsynced in a temporary sibling
+    directory, which is then renamed to `out_dir`; an existing `out_dir` is
+    moved aside first and deleted only once the new one is in place. Returns
+    the manifest.
     """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -381,6 +388,8 @@ def save_finetuned(
     try:
         result_model.save_pretrained(str(tmp / ADAPTER_DIR), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp / TOKENIZER_DIR))
+        if base_model_dir is not None:
+            shutil.copytree(base_model_dir, tmp / BASE_MODEL_DIR)
         _write_json(tmp / TRAINER_STATE_FILE, trainer_state)
         manifest = {"format": MANIFEST_FORMAT, "files": _hash_files(tmp)}
         _write_json(tmp / MANIFEST_FILE, manifest)

@@ -74,7 +74,7 @@ def test_cli_runs_the_whole_graph_then_only_the_new_batch(tmp_path):
     out = cli(env, "run", "--max-steps", "12")
     assert "docs/two" in out and "docs/one" not in out
 
-    with dg.DagsterInstance.from_ref(dg.InstanceRef.from_dir(env["DAGSTER_HOME"])) as instance:
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
         assert materializations(instance, "raw_documents", "docs/one") == 1
         assert materializations(instance, "raw_documents", "docs/two") == 1
         assert materializations(instance, "rag_index", "docs/two") == 1

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from llama_assets.training.base_model import build_tiny_llama, load_base_model
 from llama_assets.training.dataset import pack_token_ids, split_of, tokenize_texts
@@ -168,14 +168,17 @@ def test_tokenizer_is_deterministic_within_and_across_processes(tokenizer):
     assert again.backend_tokenizer.to_str() == tokenizer.backend_tokenizer.to_str()
     # A fresh process has fresh hash-map seeds (Rust and Python): merges must not depend on them.
     code = (
-        "import sys, random; sys.path.insert(0, '.');"
-        "from tests.unit.test_training import synthetic_corpus;"
+        "import json, sys; sys.path.insert(0, '.');"
         "from llama_assets.training.tokenizer import train_bpe_tokenizer;"
-        "print(train_bpe_tokenizer(synthetic_corpus(), 320).backend_tokenizer.to_str())"
+        "print(train_bpe_tokenizer(json.load(sys.stdin), 320).backend_tokenizer.to_str())"
     )
-    repo = Path(__file__).resolve().parents[2]
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, check=True
+        [sys.executable, "-c", code],
+        input=json.dumps(synthetic_corpus()),
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert out.stdout.strip() == tokenizer.backend_tokenizer.to_str()
 
@@ -237,7 +240,7 @@ def test_real_variants_train_like_their_size():
     assert (one_b.seq_len, one_b.micro_batch_size, one_b.grad_accum_steps) == (2048, 4, 8)
     assert one_b.gradient_checkpointing and eight_b.gradient_checkpointing
     assert one_b.tokens_per_step == eight_b.tokens_per_step == 65_536
-    assert VARIANTS["tiny"].train.planned_steps() == 128  # 65,536 tokens / 512 per step
+    assert VARIANTS["tiny"].train.planned_steps() == 512  # 262,144 tokens / 512 per step
 
 
 # --- config ------------------------------------------------------------------------------------
@@ -322,14 +325,23 @@ def test_finetune_is_deterministic_for_a_seed(tokenizer, blocks, trained):
     assert other_seed.losses[-1] != pytest.approx(trained.losses[-1], abs=1e-6)
 
 
-def test_gradient_checkpointing_does_not_change_the_losses(tokenizer, blocks, trained):
-    checkpointed = finetune_lora(
-        build_tiny_llama(SMALL, tokenizer, seed=0),
-        blocks,
-        dataclasses.replace(SHORT, gradient_checkpointing=True),
-        "cpu",
-    )
-    assert checkpointed.losses == pytest.approx(trained.losses, abs=1e-5)
+@pytest.mark.parametrize("modules_to_save", [(), ("embed_tokens", "lm_head")])
+def test_gradient_checkpointing_does_not_change_the_losses(tokenizer, blocks, modules_to_save):
+    # LoRA only (the real variants' setting: frozen embeddings) and with trained embeddings.
+    cfg = dataclasses.replace(SHORT, modules_to_save=modules_to_save)
+    runs = {}
+    for checkpointing in (False, True):
+        runs[checkpointing] = finetune_lora(
+            build_tiny_llama(SMALL, tokenizer, seed=0),
+            blocks,
+            dataclasses.replace(cfg, gradient_checkpointing=checkpointing),
+            "cpu",
+        )
+        assert (
+            runs[checkpointing].model.base_model.model.is_activation_checkpointing is checkpointing
+        )
+    assert runs[True].losses == pytest.approx(runs[False].losses, abs=1e-5)
+    assert runs[True].losses[-1] < runs[True].losses[0]
 
 
 def test_finetune_rejects_blocks_of_the_wrong_length(tokenizer, blocks):
@@ -378,6 +390,22 @@ def test_save_load_round_trip_gives_identical_logits(tokenizer, trained, tmp_pat
         got = loaded(input_ids=x).logits
     assert torch.equal(got, expected)
     assert not torch.allclose(got, base_logits, atol=1e-3)  # the adapter really is applied
+
+
+def test_checkpoint_can_carry_its_base_model(tokenizer, trained, tmp_path):
+    source = tmp_path / "base_src"
+    build_tiny_llama(SMALL, tokenizer, seed=0).save_pretrained(
+        source
+    )  # what `trained` started from
+    out = tmp_path / "ckpt"
+    manifest = save_finetuned(trained.model, tokenizer, out, {}, base_model_dir=source)
+    base_files = {f"base/{p.name}" for p in source.iterdir()}
+    assert "base/model.safetensors" in base_files
+    assert set(manifest["files"]) == CHECKPOINT_FILES | base_files
+    loaded = load_finetuned(out, AutoModelForCausalLM.from_pretrained(out / "base"))
+    x = torch.tensor([[0, 5, 9, 17, 33, 1, 64, 100]])
+    with torch.no_grad():
+        assert torch.equal(loaded(input_ids=x).logits, trained.model(input_ids=x).logits)
 
 
 def test_save_replaces_an_existing_checkpoint(tokenizer, trained, tmp_path):
