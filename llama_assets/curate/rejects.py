@@ -9,11 +9,11 @@ quarantine file is either the previous complete version or the new one.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from llama_assets.atomic import atomic_open
 
 EXCERPT_CHARS = 200
 """Longest excerpt of the offending raw input kept with a reject."""
@@ -62,22 +62,12 @@ def write_rejects(rejects: Iterable[Reject], path: Path) -> int:
     Zero rejects still write an (empty) file: "nothing was rejected" is then a
     fact on disk rather than a missing file.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     count = 0
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # backslashreplace: a lone surrogate (from an undecodable file name)
-        # is written escaped rather than failing the whole quarantine file.
-        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace", newline="\n") as fh:
-            for reject in rejects:
-                fh.write(json.dumps(asdict(reject), ensure_ascii=False))
-                fh.write("\n")
-                count += 1
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    # backslashreplace: a lone surrogate (from an undecodable file name) is
+    # written escaped rather than failing the whole quarantine file.
+    with atomic_open(path, "w", encoding="utf-8", errors="backslashreplace", newline="\n") as fh:
+        for reject in rejects:
+            fh.write(json.dumps(asdict(reject), ensure_ascii=False))
+            fh.write("\n")
+            count += 1
     return count

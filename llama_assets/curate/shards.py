@@ -12,15 +12,13 @@ anything that compares checksums.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+
+from llama_assets.atomic import sha256_file, staged_dir
 
 MANIFEST = "manifest.json"
 PART_TEMPLATE = "part-{index:05d}.parquet"
@@ -29,7 +27,6 @@ DEFAULT_MAX_ROWS = 50_000
 to stream part by part, large enough that per-file overhead is negligible."""
 
 COMPRESSION = "zstd"
-_HASH_CHUNK = 1024 * 1024
 
 
 class CorruptShardError(RuntimeError):
@@ -38,33 +35,6 @@ class CorruptShardError(RuntimeError):
     def __init__(self, out_dir: Path, problems: list[str]) -> None:
         self.problems = problems
         super().__init__(f"shards in {out_dir} failed verification: " + "; ".join(problems))
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make renames inside `path` durable (no-op where directories can't be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def write_shards(
@@ -80,12 +50,7 @@ def write_shards(
     """
     if max_rows < 1:
         raise ValueError("max_rows must be at least 1")
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tag = uuid.uuid4().hex[:12]
-    staging = out_dir.parent / f".{out_dir.name}.tmp-{tag}"
-    staging.mkdir()
-    try:
+    with staged_dir(Path(out_dir)) as staging:
         shards = []
         offsets = range(0, df.height, max_rows) if df.height else [0]
         for index, offset in enumerate(offsets):
@@ -93,13 +58,12 @@ def write_shards(
             path = staging / name
             part = df.slice(offset, max_rows)
             part.write_parquet(path, compression=COMPRESSION, statistics=True)
-            _fsync_file(path)
             shards.append(
                 {
                     "file": name,
                     "rows": part.height,
                     "bytes": path.stat().st_size,
-                    "sha256": _sha256(path),
+                    "sha256": sha256_file(path),
                 }
             )
         manifest = {
@@ -109,35 +73,8 @@ def write_shards(
             "columns": df.columns,
             "schema": {name: str(dtype) for name, dtype in df.schema.items()},
         }
-        manifest_path = staging / MANIFEST
-        with open(manifest_path, "w", encoding="utf-8") as fh:
-            json.dump(manifest, fh, indent=2)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        _fsync_dir(staging)
-        _swap_in(staging, out_dir, tag)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
-
-
-def _swap_in(staging: Path, out_dir: Path, tag: str) -> None:
-    """Replace `out_dir` by `staging`: old set renamed away, new renamed in, old deleted."""
-    old = out_dir.parent / f".{out_dir.name}.old-{tag}"
-    had_old = out_dir.exists()
-    if had_old:
-        os.rename(out_dir, old)
-    try:
-        os.rename(staging, out_dir)
-    except BaseException:
-        if had_old:
-            os.rename(old, out_dir)  # put the previous set back
-        raise
-    _fsync_dir(out_dir.parent)
-    if had_old:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def read_manifest(out_dir: Path) -> dict[str, Any]:
@@ -172,7 +109,7 @@ def verify_shards(out_dir: Path) -> list[str]:
         if size != shard["bytes"]:
             problems.append(f"{name}: size {size} != {shard['bytes']} in manifest")
             continue
-        if _sha256(path) != shard["sha256"]:
+        if sha256_file(path) != shard["sha256"]:
             problems.append(f"{name}: sha256 mismatch")
     for path in sorted(out_dir.glob("part-*.parquet")):
         if path.name not in listed:

@@ -10,7 +10,7 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
-from llama_assets.atomic import new_staging_dir, replace_dir
+from llama_assets.atomic import staged_dir
 from llama_assets.layout import batch_key, check_segment
 
 
@@ -41,10 +41,9 @@ def add_to_landing(path: Path, landing: Path, source: str, batch: str | None = N
     final = landing / check_segment(source, "source") / batch
     if final.exists():
         raise FileExistsError(f"batch {source}/{batch} is already in the landing zone: {final}")
-    staged = new_staging_dir(final)
-    if path.is_dir():
-        shutil.copytree(path, staged, dirs_exist_ok=True)
-    else:
-        shutil.copy2(path, staged / path.name)
-    replace_dir(staged, final)
+    with staged_dir(final) as staged:
+        if path.is_dir():
+            shutil.copytree(path, staged, dirs_exist_ok=True)
+        else:
+            shutil.copy2(path, staged / path.name)
     return batch_key(source, batch)

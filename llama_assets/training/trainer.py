@@ -15,14 +15,11 @@ checkpoint, and it is verified against the manifest before it is loaded.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-import os
 import resource
 import shutil
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -36,6 +33,8 @@ from transformers import (
     PreTrainedTokenizerBase,
     get_cosine_schedule_with_warmup,
 )
+
+from llama_assets.atomic import sha256_file, staged_dir
 
 # Every linear projection of a Llama block: attention and MLP.
 LLAMA_PROJECTIONS: tuple[str, ...] = (
@@ -381,11 +380,7 @@ def save_finetuned(
     moved aside first and deleted only once the new one is in place. Returns
     the manifest.
     """
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex}"
-    tmp.mkdir()
-    try:
+    with staged_dir(Path(out_dir)) as tmp:
         result_model.save_pretrained(str(tmp / ADAPTER_DIR), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp / TOKENIZER_DIR))
         if base_model_dir is not None:
@@ -393,11 +388,6 @@ def save_finetuned(
         _write_json(tmp / TRAINER_STATE_FILE, trainer_state)
         manifest = {"format": MANIFEST_FORMAT, "files": _hash_files(tmp)}
         _write_json(tmp / MANIFEST_FILE, manifest)
-        _fsync_tree(tmp)
-        _move_into_place(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest
 
 
@@ -424,7 +414,7 @@ def verify_manifest(out_dir: Path) -> dict[str, Any]:
             problems.append(f"{rel}: path outside the checkpoint")
         elif not path.is_file():
             problems.append(f"{rel}: missing")
-        elif (actual := _sha256(path)) != entry["sha256"]:
+        elif (actual := sha256_file(path)) != entry["sha256"]:
             problems.append(f"{rel}: sha256 {actual} != manifest {entry['sha256']}")
     if problems:
         raise CorruptCheckpointError(f"{out_dir}: " + "; ".join(problems))
@@ -458,51 +448,12 @@ def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _hash_files(root: Path) -> dict[str, dict[str, Any]]:
     return {
-        path.relative_to(root).as_posix(): {"sha256": _sha256(path), "bytes": path.stat().st_size}
+        path.relative_to(root).as_posix(): {
+            "sha256": sha256_file(path),
+            "bytes": path.stat().st_size,
+        }
         for path in sorted(root.rglob("*"))
         if path.is_file()
     }
-
-
-def _fsync_tree(root: Path) -> None:
-    for path in sorted(root.rglob("*")):
-        if path.is_file():
-            with path.open("rb") as f:
-                os.fsync(f.fileno())
-    for directory in [root, *(p for p in root.rglob("*") if p.is_dir())]:
-        _fsync_dir(directory)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _move_into_place(tmp: Path, out_dir: Path) -> None:
-    # rename(2) cannot replace a non-empty directory, so the old one steps aside first.
-    old = None
-    if out_dir.exists():
-        old = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex}"
-        os.replace(out_dir, old)
-    try:
-        os.replace(tmp, out_dir)
-    except BaseException:
-        if old is not None:
-            os.replace(old, out_dir)
-        raise
-    _fsync_dir(out_dir.parent)
-    if old is not None:
-        shutil.rmtree(old)
