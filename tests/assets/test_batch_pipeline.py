@@ -145,3 +145,27 @@ def test_later_batch_is_deduplicated_against_earlier_ones(first_batch, layout, i
     assert json.loads((layout.shards(first_batch) / "manifest.json").read_text())["rows"] == 5
     profile = json.loads(layout.profile(key).read_text())
     assert profile["drift"]["baseline"] == "pooled earlier batches"
+
+
+def test_a_batch_of_nothing_but_bad_input_flows_through_every_stage(layout, instance, resources):
+    key = "docs/junk"
+    land(
+        layout,
+        key,
+        {
+            "broken.jsonl": '{"text": "unterminated\n{"text": 5}\n',
+            "blob.bin": b"\x00\x01\x02",
+            "short.txt": "This is the whole of a note that is far too short to be kept.",
+        },
+    )
+    instance.add_dynamic_partitions(BATCHES, [key])
+    materialize_batch(key, instance, resources)
+    reasons = sorted(
+        r["reason"].split(":")[0]
+        for stage in ("raw_documents", "validated_documents")
+        for r in read_jsonl(layout.quarantine(key) / f"{stage}.jsonl")
+    )
+    assert reasons == ["invalid_json", "quality", "unsupported_format", "wrong_type"]
+    assert json.loads((layout.shards(key) / "manifest.json").read_text())["rows"] == 0
+    table = lancedb.connect(str(layout.lancedb)).open_table("chunks")
+    assert table.count_rows() == 0
