@@ -154,7 +154,11 @@ def promoted_model(
         decision = evaluate_gate(challenger, champion)
         if decision.passed:
             aliases = promote(
-                layout.aliases(variant), version, reason=f"passed gate against {champion_version}"
+                layout.aliases(variant),
+                version,
+                reason=f"passed the gate against champion {champion_version}"
+                if champion_version
+                else "first champion: passed the gate against its base model",
             )
             action = "promoted"
         else:
