@@ -3,25 +3,29 @@ and deduplicated, sharded output."""
 
 import json
 import time
+from collections import Counter
 
 import dagster as dg
-import polars as pl
 
 from llama_assets.atomic import atomic_write_json
-from llama_assets.curate.clean import deduplicate, empty_index
+from llama_assets.curate.clean import DedupStats, deduplicate_batch
+from llama_assets.curate.dedup_index import DedupIndex
 from llama_assets.curate.profile import drift, pool_profiles, profile_documents
 from llama_assets.curate.rejects import Reject, write_rejects
+from llama_assets.curate.shards import ShardWriter
+from llama_assets.curate.sources import source_policy, sources_file
 from llama_assets.curate.validate import ContentPolicy, validate_documents
 from llama_assets.ingest.assets import raw_documents
 from llama_assets.layout import split_batch_key
 from llama_assets.partitions import batch_partitions, earlier_batch_keys
 from llama_assets.policies import IO_RETRY
-from llama_assets.tables import read_table, table_metadata, write_table
+from llama_assets.tables import iter_table, read_table, table_metadata
 from resources.storage import LocalDataRoot
 
 
 class ContentConfig(dg.Config):
-    allowed_languages: list[str] = ["en"]
+    allowed_languages: list[str] | None = None
+    """Overrides the source's allowed_languages (sources.toml) for this run."""
 
 
 @dg.asset(
@@ -38,24 +42,39 @@ def validated_documents(
 ) -> dg.MaterializeResult:
     layout, key = storage.layout, context.partition_key
     started = time.perf_counter()
-    raw = read_table(layout.staging("raw_documents", key))
-    outcome = validate_documents(raw, ContentPolicy(tuple(config.allowed_languages)))
+    source, _ = split_batch_key(key)
+    languages = config.allowed_languages or list(
+        source_policy(source, sources_file(layout.sources_config)).allowed_languages
+    )
+    policy = ContentPolicy(tuple(languages))
     out = layout.staging("validated_documents", key)
-    manifest = write_table(outcome.kept, out)
+    rejects: list[Reject] = []
+    counts: dict[str, Counter] = {"reasons": Counter(), "pii": Counter(), "languages": Counter()}
+    raw_rows = 0
+    # Part by part: memory is bounded by one part of the raw table.
+    with ShardWriter(out) as writer:
+        for raw in iter_table(layout.staging("raw_documents", key)):
+            outcome = validate_documents(raw, policy)
+            raw_rows += raw.height
+            writer.write(outcome.kept)
+            rejects.extend(outcome.rejects)
+            counts["reasons"].update(outcome.reject_reasons)
+            counts["pii"].update(outcome.pii_counts)
+            counts["languages"].update(outcome.languages)
+    manifest = writer.manifest
     quarantine = layout.quarantine(key) / "validated_documents.jsonl"
-    write_rejects(outcome.rejects, quarantine)
+    write_rejects(rejects, quarantine)
     seconds = time.perf_counter() - started
     return dg.MaterializeResult(
         metadata={
             **table_metadata(manifest, out),
-            "rejects": len(outcome.rejects),
-            "reject_rate": dg.MetadataValue.float(
-                len(outcome.rejects) / raw.height if raw.height else 0.0
-            ),
-            "reject_reasons": dg.MetadataValue.json(outcome.reject_reasons),
-            "pii_masked": dg.MetadataValue.json(outcome.pii_counts),
-            "pii_total": sum(outcome.pii_counts.values()),
-            "languages": dg.MetadataValue.json(outcome.languages),
+            "rejects": len(rejects),
+            "reject_rate": dg.MetadataValue.float(len(rejects) / raw_rows if raw_rows else 0.0),
+            "reject_reasons": dg.MetadataValue.json(dict(sorted(counts["reasons"].items()))),
+            "pii_masked": dg.MetadataValue.json(dict(sorted(counts["pii"].items()))),
+            "pii_total": sum(counts["pii"].values()),
+            "languages": dg.MetadataValue.json(dict(sorted(counts["languages"].items()))),
+            "allowed_languages": dg.MetadataValue.json(languages),
             "quarantine_path": dg.MetadataValue.path(str(quarantine)),
             "seconds": dg.MetadataValue.float(round(seconds, 3)),
         }
@@ -119,47 +138,45 @@ def corpus_profile(
 def clean_shards(context: dg.AssetExecutionContext, storage: LocalDataRoot) -> dg.MaterializeResult:
     layout, key = storage.layout, context.partition_key
     started = time.perf_counter()
-    docs = read_table(layout.staging("validated_documents", key))
-    earlier = [
-        layout.staging("dedup_index", k)
-        for k in earlier_batch_keys(context.instance, key)
-        if (layout.staging("dedup_index", k) / "manifest.json").exists()
-    ]
-    prior = pl.concat([read_table(p) for p in earlier]) if earlier else empty_index()
-    outcome = deduplicate(docs, prior)
-    out = layout.shards(key)
-    manifest = write_table(
-        outcome.kept.select("doc_id", "source", "batch", "path", "title", "text", "language"), out
-    )
-    write_table(outcome.index, layout.staging("dedup_index", key))
     source, batch = split_batch_key(key)
-    by_id = {
-        row["doc_id"]: row
-        for row in docs.select("doc_id", "path", "record", "text").iter_rows(named=True)
-    }
-    removed = [
-        Reject(
-            source=source,
-            batch=batch,
-            path=by_id[d.doc_id]["path"],
-            record=by_id[d.doc_id]["record"],
-            stage="clean_shards",
-            reason=f"{d.reason}:{d.duplicate_of}:cluster={d.cluster_id}",
-            excerpt=by_id[d.doc_id]["text"][:200],
-        )
-        for d in outcome.decisions
-    ]
+    earlier = earlier_batch_keys(context.instance, key)
+    index = DedupIndex(layout.dedup_index)
+    stats = DedupStats()
+    removed: list[Reject] = []
+    columns = ["doc_id", "source", "batch", "path", "title", "text", "language", "messages"]
+    out = layout.shards(key)
+    # Part by part against the persistent index: memory is bounded by one part.
+    parts = iter_table(layout.staging("validated_documents", key))
+    with ShardWriter(out) as writer:
+        for part, kept in deduplicate_batch(parts, index, key, earlier, stats):
+            before = len(stats.decisions) - (part.height - kept.height)
+            writer.write(kept.select([c for c in columns if c in kept.columns]))
+            new = {d.doc_id: d for d in stats.decisions[before:]}
+            for row in part.filter(part["doc_id"].is_in(list(new))).iter_rows(named=True):
+                d = new[row["doc_id"]]
+                removed.append(
+                    Reject(
+                        source=source,
+                        batch=batch,
+                        path=row["path"],
+                        record=row["record"],
+                        stage="clean_shards",
+                        reason=f"{d.reason}:{d.duplicate_of}:cluster={d.cluster_id}",
+                        excerpt=row["text"][:200],
+                    )
+                )
+    manifest = writer.manifest
     quarantine = layout.quarantine(key) / "clean_shards.jsonl"
-    write_rejects(removed, quarantine)
-    exact = sum(d.reason == "exact_duplicate" for d in outcome.decisions)
+    write_rejects(sorted(removed, key=lambda r: (r.path, r.record or 0)), quarantine)
     return dg.MaterializeResult(
         metadata={
             **table_metadata(manifest, out),
-            "input_rows": docs.height,
-            "exact_duplicates": exact,
-            "near_duplicates": len(outcome.decisions) - exact,
-            "compared_with_documents": prior.height,
+            "input_rows": stats.input_rows,
+            "exact_duplicates": stats.exact,
+            "near_duplicates": stats.near,
+            "candidates_from_index": stats.candidates_from_index,
             "compared_with_batches": len(earlier),
+            "index_path": dg.MetadataValue.path(str(layout.dedup_index)),
             "removed_path": dg.MetadataValue.path(str(quarantine)),
             "seconds": dg.MetadataValue.float(round(time.perf_counter() - started, 3)),
         }

@@ -1,13 +1,20 @@
-"""Deduplication of one batch against itself and every earlier batch.
+"""Deduplication of one batch, part by part, against the persistent index.
 
-The dedup index of a batch (doc_id, content hash, MinHash signature of each
-surviving document) is kept beside its shards, so a later batch is compared
-with all earlier survivors without re-reading or re-hashing their text.
+Each part of the validated table is hashed and MinHashed, its candidates are
+looked up in the persistent `DedupIndex` (earlier batches, plus this batch's
+parts already processed), verified, and its survivors are added to the index
+under this batch's key before the next part. Memory is bounded by one part
+plus its candidates, whatever the batch or corpus size.
+
+Which copy survives is fixed: the earliest batch, then (within a batch) the
+earlier part, then the smallest doc_id. A re-materialised batch first forgets
+its own entries, so it is never deduplicated against its own earlier copy.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
@@ -18,28 +25,40 @@ from llama_assets.curate.dedup import (
     find_duplicates,
     minhash_signatures,
 )
+from llama_assets.curate.dedup_index import DedupIndex
 
 NUM_PERM = 128
 
 
 @dataclass
-class DedupOutcome:
-    kept: pl.DataFrame
-    decisions: list[DedupDecision]
-    index: pl.DataFrame  # doc_id, content_hash, signature of the kept documents
+class DedupStats:
+    input_rows: int = 0
+    kept_rows: int = 0
+    candidates_from_index: int = 0
+    decisions: list[DedupDecision] = field(default_factory=list)
+
+    @property
+    def exact(self) -> int:
+        return sum(d.reason == "exact_duplicate" for d in self.decisions)
+
+    @property
+    def near(self) -> int:
+        return len(self.decisions) - self.exact
 
 
-def empty_index() -> pl.DataFrame:
-    return pl.DataFrame(
-        schema={
-            "doc_id": pl.String,
-            "content_hash": pl.String,
-            "signature": pl.Array(pl.UInt32, NUM_PERM),
-        }
-    )
+def deduplicate_part(
+    docs: pl.DataFrame,
+    index: DedupIndex,
+    batch_key: str,
+    batch_order: Sequence[str],
+    stats: DedupStats,
+) -> pl.DataFrame:
+    """The surviving rows of one part; records decisions in `stats` and adds the
+    survivors to `index` under `batch_key`.
 
-
-def deduplicate(docs: pl.DataFrame, prior_index: pl.DataFrame) -> DedupOutcome:
+    `batch_order` is every batch that counts as earlier, oldest first, ending
+    with `batch_key` itself (whose entries are this batch's earlier parts).
+    """
     texts = docs["text"].to_list()
     doc_ids = docs["doc_id"].to_list()
     hashes = [content_hash(t) for t in texts]
@@ -48,25 +67,43 @@ def deduplicate(docs: pl.DataFrame, prior_index: pl.DataFrame) -> DedupOutcome:
         if texts
         else np.zeros((0, NUM_PERM), dtype=np.uint32)
     )
-    prior_signatures = (
-        prior_index["signature"].to_numpy().astype(np.uint32) if prior_index.height else None
-    )
+    prior = index.lookup(hashes, signatures, batch_order)
+    order = {k: i for i, k in enumerate(batch_order)}
     decisions = find_duplicates(
         doc_ids,
         hashes,
         signatures,
-        prior_doc_ids=prior_index["doc_id"].to_list(),
-        prior_hashes=prior_index["content_hash"].to_list(),
-        prior_signatures=prior_signatures,
+        prior_doc_ids=prior.doc_ids,
+        prior_hashes=prior.hashes,
+        prior_signatures=prior.signatures if prior.doc_ids else None,
+        prior_ranks=[(order[b], d) for b, d in zip(prior.batch_keys, prior.doc_ids, strict=True)],
     )
     removed = {d.doc_id for d in decisions}
-    keep_mask = np.array([d not in removed for d in doc_ids], dtype=bool)
-    index = pl.DataFrame(
-        {
-            "doc_id": [d for d, k in zip(doc_ids, keep_mask, strict=True) if k],
-            "content_hash": [h for h, k in zip(hashes, keep_mask, strict=True) if k],
-            "signature": signatures[keep_mask] if len(doc_ids) else signatures,
-        },
-        schema=empty_index().schema,
+    keep = np.array([d not in removed for d in doc_ids], dtype=bool)
+    index.replace_batch(
+        batch_key,
+        [d for d, k in zip(doc_ids, keep, strict=True) if k],
+        [h for h, k in zip(hashes, keep, strict=True) if k],
+        signatures[keep],
+        keep_existing=True,
     )
-    return DedupOutcome(docs.filter(pl.Series(keep_mask)), decisions, index)
+    stats.input_rows += docs.height
+    stats.kept_rows += int(keep.sum())
+    stats.candidates_from_index += len(prior.doc_ids)
+    stats.decisions.extend(decisions)
+    return docs.filter(pl.Series(keep))
+
+
+def deduplicate_batch(
+    parts: Iterable[pl.DataFrame],
+    index: DedupIndex,
+    batch_key: str,
+    earlier_batches: Sequence[str],
+    stats: DedupStats,
+) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
+    """(part, its survivors) for each part of a batch, in order (see the module
+    docstring)."""
+    index.forget_batch(batch_key)
+    order = [*[b for b in earlier_batches if b != batch_key], batch_key]
+    for part in parts:
+        yield part, deduplicate_part(part, index, batch_key, order, stats)

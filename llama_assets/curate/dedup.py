@@ -198,6 +198,26 @@ def _band_keys(band: np.ndarray) -> np.ndarray:
     return key
 
 
+def band_keys(
+    signatures: np.ndarray, bands: int = DEFAULT_BANDS, rows: int = DEFAULT_ROWS
+) -> np.ndarray:
+    """The LSH band keys of each signature, shape (n, bands), uint64.
+
+    Two documents are an LSH candidate pair when any column matches; the keys
+    are what the persistent dedup index stores and looks up.
+    """
+    signatures = np.asarray(signatures)
+    if signatures.ndim != 2 or bands * rows > signatures.shape[1]:
+        raise ValueError(
+            f"need a 2-d array with at least bands*rows={bands * rows} columns, "
+            f"got shape {signatures.shape}"
+        )
+    out = np.empty((signatures.shape[0], bands), dtype=np.uint64)
+    for band in range(bands):
+        out[:, band] = _band_keys(signatures[:, band * rows : (band + 1) * rows])
+    return out
+
+
 def near_duplicate_pairs(
     signatures: np.ndarray, bands: int = DEFAULT_BANDS, rows: int = DEFAULT_ROWS
 ) -> set[tuple[int, int]]:
@@ -275,6 +295,7 @@ def find_duplicates(
     prior_doc_ids: Sequence[str] = (),
     prior_hashes: Sequence[str] = (),
     prior_signatures: np.ndarray | None = None,
+    prior_ranks: Sequence[tuple] | None = None,
     threshold: float = DEFAULT_THRESHOLD,
     bands: int = DEFAULT_BANDS,
     rows: int = DEFAULT_ROWS,
@@ -287,7 +308,10 @@ def find_duplicates(
     documents always survive - or of another current document. Duplicates form
     clusters (transitively, by union-find); a cluster with a prior document
     keeps only prior documents, otherwise it keeps the current document with
-    the smallest doc_id. Decisions come sorted by doc_id.
+    the smallest doc_id. Among prior documents the survivor is the one with
+    the smallest `prior_ranks` entry (pass (batch arrival index, doc_id) for
+    "earliest batch, then smallest doc_id"); by default the smallest doc_id.
+    Decisions come sorted by doc_id.
 
     `prior_*` must not contain the current batch's documents (pass the other
     batches when re-materialising one), else every document would duplicate
@@ -311,12 +335,16 @@ def find_duplicates(
 
     # Nodes 0..m-1 are prior documents, m..m+n-1 current ones.
     ids = [*prior_doc_ids, *doc_ids]
+    if prior_ranks is None:
+        prior_ranks = [(d,) for d in prior_doc_ids]
+    if len(prior_ranks) != m:
+        raise ValueError("prior_ranks must have one entry per prior document")
     forest = _UnionFind(m + n)
 
     # Exact duplicates: the first holder of a hash, prior before current, and
     # among current documents the smallest doc_id.
     prior_holder: dict[str, int] = {}
-    for node in sorted(range(m), key=lambda i: ids[i]):
+    for node in sorted(range(m), key=lambda i: prior_ranks[i]):
         prior_holder.setdefault(prior_hashes[node], node)
     current_holder: dict[str, int] = {}
     for node in sorted(range(m, m + n), key=lambda i: ids[i]):
@@ -355,8 +383,8 @@ def find_duplicates(
                         best_match[node] = key
 
     # Survivor of each cluster: its smallest prior doc_id, else smallest current doc_id.
-    def rank(node: int) -> tuple[bool, str]:
-        return node >= m, ids[node]
+    def rank(node: int) -> tuple[bool, tuple]:
+        return (False, tuple(prior_ranks[node])) if node < m else (True, (ids[node],))
 
     survivor: dict[int, int] = {}
     for node in range(m + n):

@@ -13,6 +13,7 @@ anything that compares checksums.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,110 @@ def write_shards(
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
+
+
+class ShardWriter:
+    """Writes a shard set part by part, for stages that stream (bounded memory).
+
+    Use as a context manager: `write(frame)` appends rows, a part is flushed
+    every `max_rows` rows, and on a clean exit the manifest is written and the
+    whole set replaces `out_dir` atomically (on an exception nothing changes).
+    Every part has the schema of `schema` (or of the first frame written), so
+    readers can scan the parts as one table. The result is byte-identical to
+    `write_shards` of the concatenated frames.
+    """
+
+    def __init__(
+        self, out_dir: Path, max_rows: int = DEFAULT_MAX_ROWS, schema: pl.Schema | None = None
+    ) -> None:
+        if max_rows < 1:
+            raise ValueError("max_rows must be at least 1")
+        self.out_dir = Path(out_dir)
+        self.max_rows = max_rows
+        self.schema = schema
+        self.shards: list[dict[str, Any]] = []
+        self.manifest: dict[str, Any] | None = None
+        self._pending: list[pl.DataFrame] = []
+        self._pending_rows = 0
+
+    def __enter__(self) -> ShardWriter:
+        self._stage = staged_dir(self.out_dir)
+        self._staging = self._stage.__enter__()
+        return self
+
+    def write(self, df: pl.DataFrame) -> None:
+        if self.schema is None:
+            self.schema = df.schema
+        if df.height == 0:
+            return
+        self._pending.append(df.select(list(self.schema)).cast(dict(self.schema)))
+        self._pending_rows += df.height
+        while self._pending_rows >= self.max_rows:
+            self._flush(self.max_rows)
+
+    def _flush(self, rows: int) -> None:
+        frame = pl.concat(self._pending) if len(self._pending) > 1 else self._pending[0]
+        part, rest = frame.slice(0, rows), frame.slice(rows)
+        self._pending = [rest] if rest.height else []
+        self._pending_rows = rest.height
+        self._write_part(part)
+
+    def _write_part(self, part: pl.DataFrame) -> None:
+        name = PART_TEMPLATE.format(index=len(self.shards))
+        path = self._staging / name
+        part.write_parquet(path, compression=COMPRESSION, statistics=True)
+        self.shards.append(
+            {
+                "file": name,
+                "rows": part.height,
+                "bytes": path.stat().st_size,
+                "sha256": sha256_file(path),
+            }
+        )
+
+    def __exit__(self, exc_type, exc, tb) -> bool | None:
+        if exc_type is None:
+            if self._pending_rows:
+                self._flush(self._pending_rows)
+            schema = self.schema if self.schema is not None else pl.Schema()
+            if not self.shards:
+                self._write_part(pl.DataFrame(schema=schema))
+            self.manifest = {
+                "rows": sum(s["rows"] for s in self.shards),
+                "bytes": sum(s["bytes"] for s in self.shards),
+                "shards": self.shards,
+                "columns": list(schema),
+                "schema": {name: str(dtype) for name, dtype in schema.items()},
+            }
+            (self._staging / MANIFEST).write_text(
+                json.dumps(self.manifest, indent=2) + "\n", encoding="utf-8"
+            )
+        return self._stage.__exit__(exc_type, exc, tb)
+
+
+def iter_shards(
+    out_dir: Path, columns: list[str] | None = None, verify: bool = True
+) -> Iterator[pl.DataFrame]:
+    """Each part of a shard set in order, one in memory at a time.
+
+    With `verify` each part's size and sha256 are checked against the manifest
+    just before it is read (CorruptShardError on a mismatch), so memory stays
+    bounded by one part while nothing damaged is read silently.
+    """
+    out_dir = Path(out_dir)
+    try:
+        manifest = read_manifest(out_dir)
+    except (OSError, ValueError) as exc:
+        raise CorruptShardError(out_dir, [f"{MANIFEST} unreadable: {exc}"]) from exc
+    for shard in manifest["shards"]:
+        path = out_dir / shard["file"]
+        if verify:
+            if not path.is_file():
+                raise CorruptShardError(out_dir, [f"{shard['file']}: missing"])
+            if path.stat().st_size != shard["bytes"] or sha256_file(path) != shard["sha256"]:
+                raise CorruptShardError(out_dir, [f"{shard['file']}: size or sha256 mismatch"])
+        frame = pl.read_parquet(path)
+        yield frame.select(columns) if columns else frame
 
 
 def read_manifest(out_dir: Path) -> dict[str, Any]:

@@ -7,6 +7,7 @@ masked text. A document that fails a rule is quarantined with that rule's name.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -70,9 +71,17 @@ def validate_documents(raw: pl.DataFrame, policy: ContentPolicy) -> ValidationOu
                 )
             )
             continue
+        messages = row.get("messages")
+        if messages is not None:
+            # Instruction records: every message is masked too (counted once, in text).
+            messages = json.dumps(
+                [{**m, "content": mask_pii(m["content"])[0]} for m in json.loads(messages)],
+                ensure_ascii=False,
+            )
         kept_rows.append(
             {
                 **row,
+                "messages": messages,
                 "text": masked,
                 "language": language,
                 "language_score": float(language_score),
@@ -80,7 +89,14 @@ def validate_documents(raw: pl.DataFrame, policy: ContentPolicy) -> ValidationOu
                 **{k: float(v) for k, v in signals.items()},
             }
         )
-    kept = pl.DataFrame(kept_rows, infer_schema_length=None) if kept_rows else _empty_like(raw)
+    kept = (
+        # Raw columns keep their dtypes even when a part holds only nulls in one.
+        pl.DataFrame(kept_rows, infer_schema_length=None).cast(
+            {**dict(raw.schema), "messages": pl.String}
+        )
+        if kept_rows
+        else _empty_like(raw)
+    )
     # The table this stage writes is schema-checked too (layer 1 on its output).
     kept, schema_rejects = split_schema_failures(kept, ValidatedDocuments)
     rejects.extend(schema_rejects)

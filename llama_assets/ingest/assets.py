@@ -6,12 +6,17 @@ from collections import Counter
 import dagster as dg
 
 from llama_assets.curate.rejects import write_rejects
-from llama_assets.ingest.batch import load_batch
+from llama_assets.curate.shards import ShardWriter
+from llama_assets.curate.sources import source_policy, sources_file
+from llama_assets.ingest.batch import stream_batch
+from llama_assets.ingest.schema import RAW_SCHEMA
 from llama_assets.layout import split_batch_key
 from llama_assets.partitions import batch_partitions
 from llama_assets.policies import IO_RETRY
-from llama_assets.tables import table_metadata, write_table
+from llama_assets.tables import table_metadata
 from resources.storage import LocalDataRoot
+
+REJECT_RATE_CHECK = "reject_rate_within_limit"
 
 
 @dg.asset(
@@ -19,35 +24,63 @@ from resources.storage import LocalDataRoot
     group_name="ingest",
     kinds={"polars", "parquet"},
     retry_policy=IO_RETRY,
+    check_specs=[
+        dg.AssetCheckSpec(
+            REJECT_RATE_CHECK,
+            asset="raw_documents",
+            blocking=True,
+            description="Fails the batch (and blocks everything downstream) when layer 1 "
+            "rejects more than the source's max_reject_rate (1% by default; per source "
+            "in <data root>/sources.toml).",
+        )
+    ],
     description="Every record of a landing batch, any supported format, schema-checked "
-    "(layer 1). Malformed files and records go to quarantine/ with a reason.",
+    "(layer 1), streamed part by part. Malformed files and records go to quarantine/ "
+    "with a reason.",
 )
-def raw_documents(
-    context: dg.AssetExecutionContext, storage: LocalDataRoot
-) -> dg.MaterializeResult:
+def raw_documents(context: dg.AssetExecutionContext, storage: LocalDataRoot):
     layout = storage.layout
     key = context.partition_key
     landing = layout.landing_batch(key)
     if not landing.is_dir():
         raise dg.Failure(f"landing batch {landing} does not exist")
+    source, batch = split_batch_key(key)
+    policy = source_policy(source, sources_file(layout.sources_config))
     started = time.perf_counter()
-    loaded = load_batch(landing, *split_batch_key(key))
     out = layout.staging("raw_documents", key)
-    manifest = write_table(loaded.documents, out)
+    with ShardWriter(out, schema=RAW_SCHEMA) as writer:
+        loaded = stream_batch(landing, source, batch, writer.write)
+    manifest = writer.manifest
     quarantine = layout.quarantine(key) / "raw_documents.jsonl"
     rejected = write_rejects(loaded.rejects, quarantine)
     seconds = time.perf_counter() - started
     total = manifest["rows"] + rejected
+    rate = rejected / total if total else 0.0
     reasons = Counter(r.reason for r in loaded.rejects)
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
         metadata={
             **table_metadata(manifest, out),
             "files": loaded.files,
             "rejects": rejected,
-            "reject_rate": dg.MetadataValue.float(rejected / total if total else 0.0),
+            "reject_rate": dg.MetadataValue.float(rate),
+            "max_reject_rate": dg.MetadataValue.float(policy.max_reject_rate),
             "reject_reasons": dg.MetadataValue.json(dict(sorted(reasons.items()))),
             "quarantine_path": dg.MetadataValue.path(str(quarantine)),
             "seconds": dg.MetadataValue.float(round(seconds, 3)),
-            "docs_per_second": dg.MetadataValue.float(round(manifest["rows"] / seconds, 1)),
+            "docs_per_second": dg.MetadataValue.float(
+                round(manifest["rows"] / seconds, 1) if seconds else 0.0
+            ),
         }
+    )
+    yield dg.AssetCheckResult(
+        check_name=REJECT_RATE_CHECK,
+        passed=rate <= policy.max_reject_rate,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "reject_rate": dg.MetadataValue.float(rate),
+            "max_reject_rate": dg.MetadataValue.float(policy.max_reject_rate),
+            "rejects": rejected,
+            "records": total,
+            "source": source,
+        },
     )

@@ -1,8 +1,14 @@
-"""Layer 1 over a landing batch: read every file, check every record's schema."""
+"""Layer 1 over a landing batch: read every file, check every record's schema.
+
+The batch is streamed: documents are gathered into parts of `PART_ROWS`,
+each part is schema-checked and handed to a sink (the shard writer) before
+the next is read, so memory is bounded by one part however large the batch.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -11,19 +17,45 @@ from llama_assets.curate.rejects import Reject
 from llama_assets.ingest.readers import Document, iter_batch
 from llama_assets.ingest.schema import RawDocuments, documents_frame, split_schema_failures
 
+PART_ROWS = 10_000
+"""Documents per streamed part: ~10-50 MB of text at typical sizes."""
+
 
 @dataclass
 class LoadedBatch:
-    documents: pl.DataFrame
-    rejects: list[Reject]
-    files: int
+    rows: int = 0
+    rejects: list[Reject] = field(default_factory=list)
+    files: int = 0
+    parts: int = 0
 
 
-def load_batch(batch_dir: Path, source: str, batch: str) -> LoadedBatch:
+def stream_batch(
+    batch_dir: Path,
+    source: str,
+    batch: str,
+    sink: Callable[[pl.DataFrame], None],
+    part_rows: int = PART_ROWS,
+) -> LoadedBatch:
+    """Read a landing batch part by part; `sink` receives each schema-checked part."""
+    loaded = LoadedBatch()
     docs: list[Document] = []
-    rejects: list[Reject] = []
+
+    def flush() -> None:
+        frame, schema_rejects = split_schema_failures(documents_frame(docs), RawDocuments)
+        docs.clear()
+        loaded.rejects.extend(schema_rejects)
+        loaded.rows += frame.height
+        loaded.parts += 1
+        sink(frame)
+
     for item in iter_batch(batch_dir, source, batch):
-        (docs if isinstance(item, Document) else rejects).append(item)
-    frame, schema_rejects = split_schema_failures(documents_frame(docs), RawDocuments)
-    files = sum(1 for p in batch_dir.rglob("*") if p.is_file())
-    return LoadedBatch(frame, rejects + schema_rejects, files)
+        if isinstance(item, Document):
+            docs.append(item)
+            if len(docs) >= part_rows:
+                flush()
+        else:
+            loaded.rejects.append(item)
+    if docs or loaded.parts == 0:
+        flush()
+    loaded.files = sum(1 for p in Path(batch_dir).rglob("*") if p.is_file())
+    return loaded

@@ -2,7 +2,7 @@
 
 A landing batch is whatever people drop into `landing/<source>/<batch>/`: any
 mix of JSON lines, JSON, Parquet, CSV, plain text, Markdown, reStructuredText
-and HTML, optionally gzip-compressed, in nested folders. `iter_batch` walks it
+and HTML, optionally gzip- or zstd-compressed, in nested folders. `iter_batch` walks it
 in a fixed order and yields one `Document` or one `Reject` at a time, so memory
 stays bounded by the largest single record (or whole-file document), never by
 the batch. Every problem - an unparseable line, a binary file, a missing text
@@ -36,7 +36,10 @@ import pyarrow.parquet as pq
 from llama_assets.curate.rejects import EXCERPT_CHARS, Reject, make_excerpt
 
 BASE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".txt", ".md", ".rst", ".html", ".htm")
-SUPPORTED_SUFFIXES = BASE_SUFFIXES + tuple(f"{s}.gz" for s in BASE_SUFFIXES)
+COMPRESSED_SUFFIXES = (".gz", ".zst", ".zstd")
+SUPPORTED_SUFFIXES = BASE_SUFFIXES + tuple(
+    f"{s}{c}" for s in BASE_SUFFIXES for c in COMPRESSED_SUFFIXES
+)
 """File suffixes read from a landing batch (each also gzip-compressed)."""
 
 SUPPORTED_FORMATS = tuple(s[1:] for s in BASE_SUFFIXES)
@@ -96,6 +99,51 @@ class Document:
     title: str | None
     text: str
     format: str
+    messages: str | None = None
+    """An instruction (SFT) record's normalised message list as JSON, else None."""
+
+
+MESSAGE_ROLES = ("system", "user", "assistant")
+"""Roles an instruction record's messages may have."""
+
+MESSAGE_KEYS = ("messages", "prompt", "response", "instruction", "input", "output")
+"""Fields that make a record an instruction (SFT) record."""
+
+
+def normalise_messages(obj: Mapping) -> list[dict[str, str]] | str | None:
+    """The message list of an instruction record, a reject reason, or None.
+
+    `messages` (a list of {"role", "content"}) is kept as is (roles checked);
+    `prompt` + `response` and `instruction` (+ `input`) + `output` become one
+    user and one assistant message. None when the record has none of these
+    fields (a plain document); a string (the reject reason) when it has them
+    in a wrong shape.
+    """
+    if obj.get("messages") is not None:
+        raw = obj["messages"]
+        if not isinstance(raw, list) or not raw:
+            return "invalid_messages"
+        out = []
+        for message in raw:
+            if not isinstance(message, Mapping):
+                return "invalid_messages"
+            role, content = message.get("role"), message.get("content")
+            if role not in MESSAGE_ROLES or not isinstance(content, str):
+                return "invalid_messages"
+            out.append({"role": role, "content": content})
+        return out
+    if obj.get("prompt") is not None or obj.get("response") is not None:
+        prompt, response = obj.get("prompt"), obj.get("response")
+    elif obj.get("instruction") is not None or obj.get("output") is not None:
+        prompt, response = obj.get("instruction"), obj.get("output")
+        extra = obj.get("input")
+        if isinstance(prompt, str) and isinstance(extra, str) and extra.strip():
+            prompt = f"{prompt}\n\n{extra}"
+    else:
+        return None
+    if not isinstance(prompt, str) or not isinstance(response, str):
+        return "invalid_messages"
+    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
 
 
 def make_doc_id(source: str, batch: str, path: str, record: int) -> str:
@@ -189,16 +237,19 @@ def _list_files(batch_dir: Path) -> list[str]:
     return sorted(found)
 
 
-def _split_suffix(name: str) -> tuple[str | None, bool]:
-    """(format, gzipped) of a file name; format None when unsupported."""
+def _split_suffix(name: str) -> tuple[str | None, str | None]:
+    """(format, compression) of a file name: compression "gzip", "zstd" or None;
+    format None when unsupported."""
     lower = name.lower()
-    gzipped = lower.endswith(".gz")
-    if gzipped:
-        lower = lower[:-3]
+    compression = None
+    for suffix, codec in ((".gz", "gzip"), (".zst", "zstd"), (".zstd", "zstd")):
+        if lower.endswith(suffix):
+            lower, compression = lower[: -len(suffix)], codec
+            break
     for suffix in BASE_SUFFIXES:
         if lower.endswith(suffix):
-            return suffix[1:], gzipped
-    return None, gzipped
+            return suffix[1:], compression
+    return None, compression
 
 
 class _Reader:
@@ -209,7 +260,8 @@ class _Reader:
         self.source = source
         self.batch = batch
         self.rel = rel
-        self.format, self.gzipped = _split_suffix(file.name)
+        self.format, self.compression = _split_suffix(file.name)
+        self.gzipped = self.compression is not None
 
     # -- building results -------------------------------------------------
 
@@ -225,7 +277,12 @@ class _Reader:
         )
 
     def document(
-        self, record: int, text: str, title: str | None, raw: str | bytes | None = None
+        self,
+        record: int,
+        text: str,
+        title: str | None,
+        raw: str | bytes | None = None,
+        messages: str | None = None,
     ) -> Document | Reject:
         """A Document, or a Reject when the cleaned text is empty or too large."""
         text = clean_text(text)
@@ -244,6 +301,7 @@ class _Reader:
             title=title,
             text=text,
             format=self.format or "",
+            messages=messages,
         )
 
     def from_mapping(
@@ -256,6 +314,18 @@ class _Reader:
         """
         reason = None
         text = None
+        if isinstance(obj, Mapping) and any(obj.get(k) is not None for k in MESSAGE_KEYS):
+            messages = normalise_messages(obj)
+            if isinstance(messages, list):
+                cleaned = [{**m, "content": clean_text(m["content"])} for m in messages]
+                title = next((obj[k] for k in TITLE_KEYS if isinstance(obj.get(k), str)), None)
+                joined = "\n\n".join(m["content"] for m in cleaned)
+                encoded = json.dumps(cleaned, ensure_ascii=False)
+                return self.document(record, joined, title, raw, messages=encoded)
+            if messages is not None:
+                if raw is None:
+                    raw = json.dumps(obj, ensure_ascii=False, default=repr)[: EXCERPT_CHARS * 2]
+                return self.reject(record, messages, raw)
         if not isinstance(obj, Mapping):
             reason = "not_an_object"
         else:
@@ -306,8 +376,12 @@ class _Reader:
 
     @contextmanager
     def open(self) -> Iterator[IO[bytes]]:
-        if self.gzipped:
+        if self.compression == "gzip":
             with gzip.open(self.file, "rb") as fh:
+                yield fh
+        elif self.compression == "zstd":
+            # pyarrow's streaming zstd decoder (no extra dependency).
+            with io.BufferedReader(pa.input_stream(str(self.file), compression="zstd")) as fh:
                 yield fh
         else:
             with open(self.file, "rb") as fh:
@@ -357,7 +431,7 @@ class _Reader:
             yield self.reject(None, "empty_file", "")
             return
         names = [h.strip().lower() for h in header]
-        if not any(k in names for k in TEXT_KEYS):
+        if not any(k in names for k in (*TEXT_KEYS, *MESSAGE_KEYS)):
             yield self.reject(None, "missing_text", ",".join(header))
             return
         count = 0
@@ -374,8 +448,8 @@ class _Reader:
         with self.parquet_path() as path:
             parquet = pq.ParquetFile(path)
             names = parquet.schema_arrow.names
-            columns = [n for n in (*TEXT_KEYS, *TITLE_KEYS) if n in names]
-            if not any(k in names for k in TEXT_KEYS):
+            columns = [n for n in (*TEXT_KEYS, *TITLE_KEYS, *MESSAGE_KEYS) if n in names]
+            if not any(k in names for k in (*TEXT_KEYS, *MESSAGE_KEYS)):
                 yield self.reject(None, "missing_text", f"columns: {names}")
                 return
             index = 0

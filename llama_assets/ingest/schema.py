@@ -31,6 +31,7 @@ RAW_SCHEMA: dict[str, type[pl.DataType]] = {
     "title": pl.String,
     "text": pl.String,
     "format": pl.String,
+    "messages": pl.String,
 }
 """Column names and dtypes of the raw documents table, in order."""
 
@@ -50,6 +51,8 @@ class RawDocuments(pa.DataFrameModel):
     title: str = pa.Field(nullable=True)
     text: str
     format: str = pa.Field(isin=list(SUPPORTED_FORMATS))
+    messages: str = pa.Field(nullable=True)
+    """Instruction (SFT) records: the message list as JSON; null for plain documents."""
 
     @pa.check("text", name="not_blank")
     def text_not_blank(cls, data: pa.PolarsData) -> pl.LazyFrame:

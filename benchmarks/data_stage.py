@@ -1,0 +1,354 @@
+"""Benchmark: the data stage (read, validate, quality-filter, dedup, write) against
+the loop a user would otherwise write (datasketch MinHashLSH + the same filters).
+
+    .venv/bin/pip install -e '.[bench]'
+    .venv/bin/python benchmarks/data_stage.py [--sizes 25000 100000] [--baseline-size 100000]
+
+Each measurement runs in its own subprocess so its peak RSS is its own. Both
+sides read the same JSON-lines landing batch, mask PII, identify the language
+and apply the same Gopher/C4/FineWeb quality rules (our functions: the filters
+are identical, so the ratio measures the pipeline around them), remove exact
+and near duplicates (MinHash, 128 permutations, word 5-grams, threshold 0.8)
+and write parquet. Planted pairs: exact copies and ~1-in-100 word edits
+(Jaccard ~0.9, must go) and ~1-in-8 edits (Jaccard ~0.3, must stay).
+Results: benchmarks/results/data_stage.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+WORDS = [
+    "the",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "that",
+    "it",
+    "for",
+    "was",
+    "on",
+    "are",
+    "as",
+    "with",
+    "they",
+    "be",
+    "at",
+    "this",
+    "have",
+    "from",
+    "or",
+    "by",
+    "not",
+    "but",
+    "what",
+    "all",
+    "were",
+    "we",
+    "when",
+    "your",
+    "can",
+    "there",
+    "an",
+    "which",
+    "do",
+    "their",
+    "if",
+    "will",
+    "would",
+    "about",
+    "how",
+    "up",
+    "out",
+    "them",
+    "then",
+    "these",
+    "some",
+    "into",
+    "has",
+    "more",
+    "could",
+    "been",
+    "than",
+    "its",
+    "who",
+    "did",
+]
+
+
+def make_corpus(n: int, out: Path, seed: int = 0) -> dict:
+    """n documents as JSONL files; returns the planted ground truth."""
+    rng = random.Random(seed)
+    vocab = [
+        f"{a}{b}"
+        for a in "bcdfghklmnprstvz"
+        for b in (
+            "ack",
+            "ing",
+            "ole",
+            "ute",
+            "ern",
+            "ash",
+            "ive",
+            "ory",
+            "ump",
+            "ell",
+            "ind",
+            "oon",
+        )
+    ] + [f"term{i}" for i in range(20_000)]
+
+    def doc() -> list[str]:
+        words = []
+        for _ in range(rng.randint(120, 260)):
+            words.append(rng.choice(WORDS) if rng.random() < 0.35 else rng.choice(vocab))
+        return words
+
+    def sentences(words: list[str]) -> str:
+        out, line = [], []
+        for i, w in enumerate(words):
+            line.append(w)
+            if len(line) >= 12 or i == len(words) - 1:
+                out.append(" ".join(line).capitalize() + ".")
+                line = []
+        return "\n".join(out)
+
+    def edit(words: list[str], every: int) -> list[str]:
+        words = list(words)
+        for i in rng.sample(range(len(words)), max(1, len(words) // every)):
+            words[i] = f"edited{rng.randrange(10**6)}"
+        return words
+
+    texts: list[str] = []
+    originals: list[list[str]] = []
+    origin_of: list[int] = []
+    pairs: list[tuple[int, int]] = []
+    must_go, must_stay = set(), set()
+    while len(texts) < n:
+        r = rng.random()
+        pick = rng.randrange(len(originals)) if originals else 0
+        if originals and r < 0.05:
+            texts.append(sentences(originals[pick]))
+            must_go.add(len(texts) - 1)
+            pairs.append((len(texts) - 1, origin_of[pick]))
+        elif originals and r < 0.10:
+            texts.append(sentences(edit(originals[pick], 100)))
+            must_go.add(len(texts) - 1)
+            pairs.append((len(texts) - 1, origin_of[pick]))
+        elif originals and r < 0.15:
+            texts.append(sentences(edit(originals[pick], 8)))
+            must_stay.add(len(texts) - 1)
+        else:
+            words = doc()
+            originals.append(words)
+            origin_of.append(len(texts))
+            texts.append(sentences(words))
+    out.mkdir(parents=True, exist_ok=True)
+    per_file = 10_000
+    for f in range(0, n, per_file):
+        with open(out / f"part-{f // per_file:04d}.jsonl", "w") as fh:
+            for i in range(f, min(n, f + per_file)):
+                fh.write(json.dumps({"id": i, "text": texts[i]}) + "\n")
+    size = sum(p.stat().st_size for p in out.iterdir())
+    return {
+        "must_go": sorted(must_go),
+        "must_stay": sorted(must_stay),
+        "pairs": pairs,
+        "bytes": size,
+    }
+
+
+def run_ours(landing: Path, work: Path) -> dict:
+    from llama_assets.curate.clean import DedupStats, deduplicate_batch
+    from llama_assets.curate.dedup_index import DedupIndex
+    from llama_assets.curate.shards import ShardWriter, iter_shards
+    from llama_assets.curate.validate import ContentPolicy, validate_documents
+    from llama_assets.ingest.batch import stream_batch
+    from llama_assets.ingest.schema import RAW_SCHEMA
+
+    policy = ContentPolicy()
+    started = time.perf_counter()
+    with ShardWriter(work / "raw", schema=RAW_SCHEMA) as raw:
+        stream_batch(landing, "bench", "b1", raw.write)
+    with ShardWriter(work / "validated") as validated:
+        for part in iter_shards(work / "raw"):
+            validated.write(validate_documents(part, policy).kept)
+    stats = DedupStats()
+    index = DedupIndex(work / "index.sqlite")
+    with ShardWriter(work / "shards") as shards:
+        for _, kept in deduplicate_batch(
+            iter_shards(work / "validated"), index, "bench/b1", [], stats
+        ):
+            shards.write(kept)
+    seconds = time.perf_counter() - started
+    removed = {json_record(d.doc_id, work) for d in stats.decisions}
+    return {"seconds": seconds, "kept": stats.kept_rows, "removed_records": sorted(removed)}
+
+
+def json_record(doc_id: str, work: Path, _cache: dict = {}) -> int:  # noqa: B006
+    if not _cache:
+        from llama_assets.curate.shards import iter_shards
+
+        for part in iter_shards(work / "validated", ["doc_id", "path", "record"]):
+            for d, p, r in part.iter_rows():
+                _cache[d] = int(p.split("-")[1].split(".")[0]) * 10_000 + r
+    return _cache[doc_id]
+
+
+def run_baseline(landing: Path, work: Path) -> dict:
+    """The plain loop: one document at a time, datasketch MinHash + MinHashLSH."""
+    import hashlib
+
+    import polars as pl
+    from datasketch import MinHash, MinHashLSH
+
+    from llama_assets.curate.dedup import normalise_for_hash
+    from llama_assets.curate.language import detect_language
+    from llama_assets.curate.pii import mask_pii
+    from llama_assets.curate.quality import QualityThresholds, quality_failures, quality_signals
+
+    thresholds = QualityThresholds()
+    started = time.perf_counter()
+    lsh = MinHashLSH(threshold=0.8, num_perm=128)
+    seen: set[str] = set()
+    kept, removed = [], []
+    for path in sorted(landing.glob("*.jsonl")):
+        base = int(path.stem.split("-")[1]) * 10_000
+        with open(path) as fh:
+            for r, line in enumerate(fh):
+                text = json.loads(line)["text"]
+                masked, _ = mask_pii(text)
+                lang, _ = detect_language(masked)
+                if lang != "en" or quality_failures(quality_signals(masked), thresholds):
+                    continue
+                norm = normalise_for_hash(masked)
+                h = hashlib.sha256(norm.encode()).hexdigest()
+                if h in seen:
+                    removed.append(base + r)
+                    continue
+                words = norm.split()
+                m = MinHash(num_perm=128)
+                m.update_batch(
+                    " ".join(words[i : i + 5]).encode() for i in range(max(1, len(words) - 4))
+                )
+                if lsh.query(m):
+                    removed.append(base + r)
+                    continue
+                seen.add(h)
+                lsh.insert(str(base + r), m)
+                kept.append({"record": base + r, "text": masked})
+    pl.DataFrame(kept).write_parquet(work / "baseline.parquet", compression="zstd")
+    seconds = time.perf_counter() - started
+    return {"seconds": seconds, "kept": len(kept), "removed_records": sorted(removed)}
+
+
+def child(kind: str, landing: str, work: str) -> None:
+    result = (run_ours if kind == "ours" else run_baseline)(Path(landing), Path(work))
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+
+
+def measure(kind: str, landing: Path, truth: dict, n: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix=f"bench-{kind}-") as work:
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", kind, str(landing), work],
+            check=True,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    removed = set(result.pop("removed_records"))
+    # A planted pair is caught when either copy goes (which one survives is the
+    # rule's choice: first seen for the loop, smallest doc_id for ours).
+    stay = set(truth["must_stay"])
+    pairs = truth["pairs"]
+    caught = sum(1 for c, o in pairs if c in removed or o in removed)
+    planted = {i for pair in pairs for i in pair}
+    return {
+        "system": kind,
+        "documents": n,
+        "seconds": round(result["seconds"], 2),
+        "docs_per_s": round(n / result["seconds"], 1),
+        "mb_per_s": round(truth["bytes"] / 1e6 / result["seconds"], 2),
+        "peak_rss_mb": round(result["peak_rss_mb"], 1),
+        "kept": result["kept"],
+        "removed_as_duplicates": len(removed),
+        "recall": round(caught / len(pairs), 4) if pairs else None,
+        "precision": round(len(removed & planted) / len(removed), 4) if removed else None,
+        "wrongly_removed_distinct_edits": len(removed & stay),
+    }
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(*sys.argv[2:5])
+        return
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", type=int, nargs="+", default=[25_000, 100_000])
+    parser.add_argument("--baseline-size", type=int, default=100_000)
+    args = parser.parse_args()
+    load_before = os.getloadavg()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-corpus-") as tmp:
+        for n in sorted(set(args.sizes) | {args.baseline_size}):
+            landing = Path(tmp) / f"n{n}"
+            truth = make_corpus(n, landing)
+            if n in args.sizes:
+                rows.append(measure("ours", landing, truth, n))
+                print(rows[-1], flush=True)
+            if n == args.baseline_size:
+                rows.append(measure("baseline", landing, truth, n))
+                print(rows[-1], flush=True)
+    ours = next(r for r in rows if r["system"] == "ours" and r["documents"] == args.baseline_size)
+    base = next(r for r in rows if r["system"] == "baseline")
+    result = {
+        "baseline": "datasketch 2.0 MinHash(128)+MinHashLSH(threshold=0.8), same filters, "
+        "one document at a time in a Python loop",
+        "ratio_docs_per_s": round(ours["docs_per_s"] / base["docs_per_s"], 2),
+        "rows": rows,
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        "cpus": os.cpu_count(),
+    }
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "data_stage.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = [
+        "# Data stage benchmark",
+        "",
+        f"Baseline: {result['baseline']}. Ratio (ours / baseline, docs/s at "
+        f"{args.baseline_size} docs): **{result['ratio_docs_per_s']}x**.",
+        f"Load average before {result['loadavg_before']}, after {result['loadavg_after']} "
+        f"on {result['cpus']} CPUs (shared machine).",
+        "",
+        "| system | docs | s | docs/s | MB/s | peak RSS MB | recall | precision | "
+        "distinct edits removed |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *[
+            f"| {r['system']} | {r['documents']} | {r['seconds']} | {r['docs_per_s']} | "
+            f"{r['mb_per_s']} | {r['peak_rss_mb']} | {r['recall']} | {r['precision']} | "
+            f"{r['wrongly_removed_distinct_edits']} |"
+            for r in rows
+        ],
+    ]
+    (out / "data_stage.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

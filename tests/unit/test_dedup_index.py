@@ -1,0 +1,109 @@
+"""The persistent dedup index: across batches, incremental, never matching itself."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import polars as pl
+import pytest
+
+from llama_assets.curate.clean import DedupStats, deduplicate_batch
+from llama_assets.curate.dedup_index import DedupIndex
+
+
+def _text(seed: int, words: int = 200) -> str:
+    rng = random.Random(seed)
+    return " ".join(f"w{rng.randrange(50_000)}" for _ in range(words))
+
+
+def _replace(text: str, every: int, seed: int) -> str:
+    words = text.split()
+    rng = random.Random(seed)
+    for i in rng.sample(range(len(words)), len(words) // every):
+        words[i] = f"changed{i}"
+    return " ".join(words)
+
+
+def _frame(rows: dict[str, str]) -> pl.DataFrame:
+    return pl.DataFrame({"doc_id": list(rows), "text": list(rows.values())})
+
+
+def _run(index, key, earlier, rows, part_rows=1000):
+    stats = DedupStats()
+    frame = _frame(rows)
+    parts = [frame.slice(i, part_rows) for i in range(0, frame.height, part_rows)]
+    kept = [k for _, k in deduplicate_batch(parts, index, key, earlier, stats)]
+    return sorted(pl.concat(kept)["doc_id"].to_list()), stats
+
+
+@pytest.fixture
+def index(tmp_path):
+    return DedupIndex(tmp_path / "dedup" / "index.sqlite")
+
+
+def test_duplicates_across_batches_exactly(index) -> None:
+    base = {f"a{i}": _text(i) for i in range(20)}
+    kept, stats = _run(index, "s/b1", [], base)
+    assert kept == sorted(base) and not stats.decisions
+
+    second = {
+        "b-exact": base["a0"].upper(),  # normalised text hash equal
+        "b-near": _replace(base["a1"], 100, 1),  # ~1 word in 100: Jaccard ~0.9
+        "b-far": _replace(base["a2"], 8, 2),  # ~1 word in 8: Jaccard ~0.3
+        "b-new": _text(99),
+        "b-near-self": _replace(_text(98), 100, 3),
+        "b-orig-self": _text(98),
+    }
+    kept, stats = _run(index, "s/b2", ["s/b1"], second)
+    assert kept == ["b-far", "b-near-self", "b-new"]
+    by_id = {d.doc_id: d for d in stats.decisions}
+    assert set(by_id) == {"b-exact", "b-near", "b-orig-self"}
+    assert (by_id["b-exact"].reason, by_id["b-exact"].cluster_id) == ("exact_duplicate", "a0")
+    assert (by_id["b-near"].reason, by_id["b-near"].cluster_id) == ("near_duplicate", "a1")
+    # within a batch the smallest doc_id survives
+    assert by_id["b-orig-self"].cluster_id == "b-near-self"
+    assert index.batch_counts() == {"s/b1": 20, "s/b2": 3}
+
+
+def test_rematerialising_a_batch_never_matches_its_own_copy(index) -> None:
+    rows = {f"a{i}": _text(i) for i in range(10)}
+    first, _ = _run(index, "s/b1", [], rows)
+    again, stats = _run(index, "s/b1", [], rows)
+    assert again == first == sorted(rows) and not stats.decisions
+    assert index.batch_counts() == {"s/b1": 10}
+
+
+def test_later_batches_are_not_earlier(index) -> None:
+    rows = {f"a{i}": _text(i) for i in range(5)}
+    _run(index, "s/b1", [], rows)
+    copies = {f"c{i}": t for i, t in enumerate(rows.values())}
+    kept, _ = _run(index, "s/b2", ["s/b1"], copies)
+    assert kept == []
+    # b1 re-materialised: b2 came later, so nothing of b1 is removed
+    kept, stats = _run(index, "s/b1", [], rows)
+    assert kept == sorted(rows) and not stats.decisions
+
+
+def test_earliest_batch_survives_and_parts_stream(index) -> None:
+    text = _text(7)
+    _run(index, "s/b1", [], {"z-first": text})
+    _run(index, "s/b2", ["s/b1"], {"a-second": _text(8)})
+    kept, stats = _run(index, "s/b3", ["s/b1", "s/b2"], {"m": text, "n": _text(9)}, part_rows=1)
+    assert kept == ["n"]
+    assert stats.decisions[0].cluster_id == "z-first"  # earliest batch, not smallest id
+
+
+def test_parameters_are_pinned(tmp_path) -> None:
+    path = tmp_path / "index.sqlite"
+    DedupIndex(path)
+    with pytest.raises(ValueError, match="incomparable"):
+        DedupIndex(path, bands=8, rows=16)
+
+
+def test_lookup_returns_only_earlier_batches(index) -> None:
+    sig = np.arange(128, dtype=np.uint32)[None, :]
+    index.replace_batch("s/b1", ["x"], ["h"], sig)
+    index.replace_batch("s/b2", ["y"], ["h"], sig)
+    assert index.lookup(["h"], sig, ["s/b1"]).doc_ids == ["x"]
+    assert index.lookup(["h"], sig, []).doc_ids == []

@@ -1,0 +1,47 @@
+"""Per-source policy from sources.toml: precedence and validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from llama_assets.curate.sources import (
+    DEFAULT_MAX_REJECT_RATE,
+    SourcePolicy,
+    SourcesConfigError,
+    source_policy,
+    sources_file,
+)
+
+
+def test_defaults_and_builtin_sample_source(tmp_path) -> None:
+    missing = tmp_path / "sources.toml"
+    assert source_policy("web", missing) == SourcePolicy(DEFAULT_MAX_REJECT_RATE, ("en",))
+    assert source_policy("python-docs", missing).max_reject_rate == 0.10
+
+
+def test_file_precedence(tmp_path) -> None:
+    path = tmp_path / "sources.toml"
+    path.write_text(
+        '[default]\nmax_reject_rate = 0.02\nallowed_languages = ["en", "de"]\n'
+        "[sources.web]\nmax_reject_rate = 0.2\n"
+        "[sources.python-docs]\nmax_reject_rate = 0.5\n"
+    )
+    assert source_policy("web", path) == SourcePolicy(0.2, ("en", "de"))
+    assert source_policy("other", path) == SourcePolicy(0.02, ("en", "de"))
+    assert source_policy("python-docs", path).max_reject_rate == 0.5
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["[sources.web]\nmax_reject_rate = 2\n", "[default]\ntypo = 1\n", "not toml ["],
+)
+def test_bad_file_is_an_error(tmp_path, text) -> None:
+    path = tmp_path / "sources.toml"
+    path.write_text(text)
+    with pytest.raises(SourcesConfigError):
+        source_policy("web", path)
+
+
+def test_env_names_the_file(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("LLAMA_SOURCES_FILE", str(tmp_path / "x.toml"))
+    assert sources_file(tmp_path / "sources.toml") == tmp_path / "x.toml"
