@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import subprocess
 import time
 from dataclasses import replace
 
@@ -13,8 +14,11 @@ from llama_assets.curate.assets import clean_shards
 from llama_assets.partitions import variant_partitions
 from llama_assets.policies import GPU_OP_TAGS, GPU_POOL, GPU_RETRY, IO_RETRY
 from llama_assets.tables import manifest_digest, read_table, table_metadata, write_table
-from llama_assets.training.dataset import split_of
-from llama_assets.training.pipeline import train_and_save
+from llama_assets.training.dataset import pack_examples, split_of, training_examples
+from llama_assets.training.distributed import PREEMPTED_EXIT_CODE, torchrun_command
+from llama_assets.training.pipeline import LOSS_CURVE_FILE, checkpoint_version, train_and_save
+from llama_assets.training.report import loss_curve_markdown
+from llama_assets.training.trainer import TrainingPreempted, read_trainer_state
 from llama_assets.training.variants import get_variant
 from resources.device import DeviceResource
 from resources.storage import LocalDataRoot
@@ -44,7 +48,7 @@ def training_dataset(
     shard_dirs = sorted(p.parent for p in layout.shards_root.glob("*/*/manifest.json"))
     if not shard_dirs:
         raise dg.Failure(f"no clean shards under {layout.shards_root}: run the batch assets first")
-    docs = pl.concat([read_table(d, ["doc_id", "source", "batch", "text"]) for d in shard_dirs])
+    docs = pl.concat([with_messages(read_table(d)) for d in shard_dirs])
     docs = docs.sort("doc_id").with_columns(
         pl.col("doc_id")
         .map_elements(lambda d: split_of(d, VALIDATION_FRACTION), return_dtype=pl.String)
@@ -77,8 +81,19 @@ def training_dataset(
             "data_version": data_version,
             "batches": len(shard_dirs),
             "documents": docs.height,
+            "instruction_documents": docs["messages"].is_not_null().sum(),
         }
     )
+
+
+DATASET_COLUMNS = ["doc_id", "source", "batch", "text", "messages"]
+
+
+def with_messages(shards: pl.DataFrame) -> pl.DataFrame:
+    """The dataset's columns; shards written before the `messages` column have none (null)."""
+    if "messages" not in shards.columns:
+        shards = shards.with_columns(pl.lit(None, dtype=pl.String).alias("messages"))
+    return shards.select(DATASET_COLUMNS)
 
 
 class TrainingSettings(dg.Config):
@@ -92,11 +107,27 @@ class TrainingSettings(dg.Config):
     grad_accum_steps: int | None = None
     lora_r: int | None = None
     lora_alpha: int | None = None
+    lora_dropout: float | None = None
+    target_modules: list[str] | None = None
+    warmup_steps: int | None = None
+    weight_decay: float | None = None
+    max_grad_norm: float | None = None
     gradient_checkpointing: bool | None = None
     seed: int | None = None
+    checkpoint_every: int | None = None
+    keep_checkpoints: int | None = None
+    log_every: int | None = None
+    # Not TrainConfig fields: whether to also write merged/ (base + adapter), and
+    # how many data-parallel processes torchrun starts (1: train in this process).
+    save_merged: bool = True
+    processes: int = 1
 
     def apply(self, preset):
-        overrides = {k: v for k, v in self.model_dump().items() if v is not None}
+        overrides = {
+            k: tuple(v) if isinstance(v, list) else v
+            for k, v in self.model_dump(exclude={"save_merged", "processes"}).items()
+            if v is not None
+        }
         return replace(preset, **overrides)
 
 
@@ -109,8 +140,11 @@ class TrainingSettings(dg.Config):
     op_tags=GPU_OP_TAGS,
     retry_policy=GPU_RETRY,
     description="A LoRA fine-tune (peft) of the variant's Llama base model on the "
-    "training split, bounded by a step and token budget; adapter, tokenizer and "
-    "trainer state under models/<variant>/<version>/.",
+    "training split, bounded by a step and token budget; adapter, merged model, "
+    "tokenizer and trainer state under models/<variant>/<version>/. Full training "
+    "checkpoints every N steps under models/<variant>/runs/<version>/; a re-run with "
+    "the same settings and data resumes from the newest valid one, and SIGTERM "
+    "checkpoints and asks for a retry.",
 )
 def finetuned_checkpoint(
     context: dg.AssetExecutionContext,
@@ -122,7 +156,14 @@ def finetuned_checkpoint(
     variant = get_variant(context.partition_key)
     cfg = config.apply(variant.train)
     dataset = read_dataset_manifest(storage)
-    texts = read_table(layout.training_dataset / "train", ["text"])["text"].to_list()
+    train = with_messages(read_table(layout.training_dataset / "train"))
+    texts, messages = train["text"].to_list(), train["messages"].to_list()
+    instruction_docs = sum(m is not None for m in messages)
+
+    def blocks_for(tokenizer):
+        # Chat records learn only their assistant turns; plain documents learn everything.
+        return pack_examples(training_examples(tokenizer, texts, messages), cfg.seq_len)
+
     dev = device.device()
     context.log.info(f"training {variant.name} on {dev} for up to {cfg.planned_steps()} steps")
 
@@ -130,40 +171,101 @@ def finetuned_checkpoint(
         context.log.info(f"step {step}/{cfg.planned_steps()} loss {loss:.4f} tokens {tokens}")
 
     started = time.perf_counter()
-    trained = train_and_save(
-        variant, cfg, texts, dataset["data_version"], layout.models(variant.name), dev, on_step
-    )
+    version = checkpoint_version(variant, cfg, dataset["data_version"])
+    if config.processes > 1:
+        path = run_data_parallel(context, config, storage, variant.name, cfg, dataset)
+    else:
+        try:
+            trained = train_and_save(
+                variant,
+                cfg,
+                texts,
+                dataset["data_version"],
+                layout.models(variant.name),
+                dev,
+                on_step,
+                run_dir=layout.training_run(variant.name, version),
+                merge=config.save_merged,
+                log=context.log.info,
+                blocks_for=blocks_for if instruction_docs else None,
+            )
+        except TrainingPreempted as exc:
+            # A reclaimed node: the checkpoint is on disk, so the retry loses no step.
+            context.log.warning(str(exc))
+            raise dg.RetryRequested(max_retries=GPU_RETRY.max_retries, seconds_to_wait=5) from exc
+        path = trained.path
     atomic_write_json(
         layout.models(variant.name) / "latest.json",
-        {"version": trained.version, "data_version": dataset["data_version"]},
+        {"version": version, "data_version": dataset["data_version"]},
     )
-    r = trained.result
+    state = read_trainer_state(path)
+    losses = state["losses"]
+    mfu = state.get("mfu")
     return dg.MaterializeResult(
         metadata={
-            "version": trained.version,
+            "version": version,
             "data_version": dataset["data_version"],
             "device": device.describe(),
-            "steps": r.steps,
-            "tokens": r.tokens_seen,
-            "tokens_per_second": dg.MetadataValue.float(round(r.tokens_per_second, 1)),
-            "first_loss": dg.MetadataValue.float(r.losses[0]),
-            "final_loss": dg.MetadataValue.float(r.losses[-1]),
-            "trainable_parameters": r.trainable_parameters,
-            "total_parameters": r.total_parameters,
-            "peak_memory_mb": dg.MetadataValue.float(round(r.peak_memory_bytes / 2**20, 1)),
-            "train_blocks": trained.train_blocks,
+            "processes": config.processes,
+            "steps": state["steps"],
+            "tokens": state["tokens_seen"],
+            "tokens_per_second": dg.MetadataValue.float(round(state["tokens_per_second"], 1)),
+            "first_loss": dg.MetadataValue.float(losses[0]),
+            "final_loss": dg.MetadataValue.float(losses[-1]),
+            "trainable_parameters": state["trainable_parameters"],
+            "total_parameters": state["total_parameters"],
+            "peak_memory_mb": dg.MetadataValue.float(round(state["peak_memory_bytes"] / 2**20, 1)),
+            "train_blocks": state["train_blocks"],
+            "instruction_documents": instruction_docs,
+            "dataset_format": "instruction + text (loss masked on prompts)"
+            if instruction_docs
+            else "packed text",
             "seconds": dg.MetadataValue.float(round(time.perf_counter() - started, 2)),
-            "loss_curve": dg.MetadataValue.md(loss_table(r.losses)),
-            "path": dg.MetadataValue.path(str(trained.path)),
+            "loss_curve": dg.MetadataValue.md(
+                loss_curve_markdown(losses, (path / LOSS_CURVE_FILE).read_bytes())
+            ),
+            "resumed_from_step": state["resumed_from_step"],
+            "skipped_checkpoints": len(state["skipped_checkpoints"]),
+            "checkpoints_written": state["checkpoints_written"],
+            "oom_retries": state["oom_retries"],
+            "micro_batch_size": state["micro_batch_size"],
+            "grad_accum_steps": state["grad_accum_steps"],
+            **({"mfu": dg.MetadataValue.float(round(mfu, 4))} if mfu is not None else {}),
+            "merged_model": dg.MetadataValue.path(str(path / "merged"))
+            if config.save_merged
+            else "not written",
+            "path": dg.MetadataValue.path(str(path)),
         }
     )
 
 
-def loss_table(losses: list[float], rows: int = 12) -> str:
-    stride = max(1, len(losses) // rows)
-    picked = list(range(0, len(losses), stride))
-    if picked[-1] != len(losses) - 1:
-        picked.append(len(losses) - 1)
-    return "| step | loss |\n|---|---|\n" + "\n".join(
-        f"| {i + 1} | {losses[i]:.4f} |" for i in picked
+def run_data_parallel(context, config, storage, variant_name, cfg, dataset):
+    """Run the fine-tune as `config.processes` torchrun workers; returns the checkpoint path."""
+    args = [
+        "--data-root",
+        str(storage.layout.root),
+        "--variant",
+        variant_name,
+        "--config",
+        json.dumps(cfg.to_dict()),
+        "--data-version",
+        dataset["data_version"],
+        *([] if config.save_merged else ["--no-merge"]),
+    ]
+    command = torchrun_command(config.processes, args)
+    context.log.info("data parallel: " + " ".join(command[:6]) + " ...")
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    tail: list[str] = []
+    for line in proc.stdout:
+        context.log.info(line.rstrip())
+        tail = [*tail[-40:], line]
+    if proc.wait() == PREEMPTED_EXIT_CODE:
+        raise dg.RetryRequested(max_retries=GPU_RETRY.max_retries, seconds_to_wait=5)
+    if proc.returncode != 0:
+        raise dg.Failure(
+            f"data-parallel training failed (exit {proc.returncode})",
+            metadata={"log_tail": dg.MetadataValue.text("".join(tail))},
+        )
+    return storage.layout.models(
+        variant_name, checkpoint_version(get_variant(variant_name), cfg, dataset["data_version"])
     )

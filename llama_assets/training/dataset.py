@@ -5,13 +5,16 @@ random draw, so a document's side never changes as new batches arrive and
 validation never leaks into training across re-materialisations. Packing is
 the standard causal-LM recipe: documents joined by eos and cut into full
 blocks, so every token in a block is a real training target and no compute is
-spent on padding.
+spent on padding. Instruction records (a `messages` list of chat turns) are
+rendered with the tokenizer's chat template and packed the same way, with the
+loss masked (label -100) on everything but the assistant's turns.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Literal
 
 import torch
@@ -69,3 +72,94 @@ def pack_token_ids(
     if not blocks:
         return torch.empty((0, seq_len), dtype=torch.long)
     return torch.cat(blocks)
+
+
+# --- instruction (SFT) records -----------------------------------------------------------------
+
+IGNORE_INDEX = -100  # label of a token that carries no loss (transformers' convention)
+
+
+def sft_example(
+    tokenizer: PreTrainedTokenizerBase, messages: Sequence[dict[str, str]]
+) -> tuple[list[int], list[int]]:
+    """Token ids and labels of one conversation, rendered by the tokenizer's chat template.
+
+    Only assistant turns are learned: every other token (system and user turns,
+    the role headers the template adds) is labelled IGNORE_INDEX. Spans are
+    found in characters, by rendering each prefix of the conversation (with
+    the generation prompt, so the assistant header stays masked), then mapped
+    to tokens through the fast tokenizer's offsets, so no BPE merge across a
+    span boundary can shift them.
+    """
+    if not messages:
+        return [], []
+
+    def render(upto: int, prompt: bool = False) -> str:
+        if upto == 0:
+            return ""
+        return tokenizer.apply_chat_template(
+            list(messages[:upto]), tokenize=False, add_generation_prompt=prompt
+        )
+
+    text = render(len(messages))
+    learned: list[tuple[int, int]] = []
+    for i, message in enumerate(messages):
+        if message["role"] == "assistant":
+            learned.append((len(render(i, prompt=True)), len(render(i + 1))))
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = list(encoded["input_ids"])
+    # A token is learned when any of its characters is (" reads" starts with the
+    # header's space but is the reply's first word).
+    labels = [
+        token if any(begin < stop and finish > start for start, stop in learned) else IGNORE_INDEX
+        for token, (begin, finish) in zip(ids, encoded["offset_mapping"], strict=True)
+    ]
+    return ids, labels
+
+
+def pack_examples(
+    examples: Iterable[tuple[Sequence[int], Sequence[int]]], seq_len: int
+) -> torch.Tensor:
+    """Pack (ids, labels) examples into a (n_blocks, 2, seq_len) tensor: ids, then labels.
+
+    Same recipe as `pack_token_ids` (concatenate, cut into full blocks, drop the
+    tail), with the labels cut alongside; blocks whose labels are all masked are
+    dropped, as they would only cost compute.
+    """
+    if seq_len < 2:
+        raise ValueError(f"seq_len must be at least 2 (one input, one target), got {seq_len}")
+    ids_buf: list[int] = []
+    labels_buf: list[int] = []
+    blocks: list[torch.Tensor] = []
+    for ids, labels in examples:
+        ids_buf.extend(ids)
+        labels_buf.extend(labels)
+        n_full = len(ids_buf) // seq_len
+        if n_full:
+            cut = n_full * seq_len
+            pair = torch.tensor([ids_buf[:cut], labels_buf[:cut]], dtype=torch.long)
+            blocks.append(pair.view(2, n_full, seq_len).transpose(0, 1))
+            del ids_buf[:cut], labels_buf[:cut]
+    if not blocks:
+        return torch.empty((0, 2, seq_len), dtype=torch.long)
+    packed = torch.cat(blocks)
+    return packed[(packed[:, 1] != IGNORE_INDEX).any(dim=1)].contiguous()
+
+
+def training_examples(
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    messages: Sequence[str | None],
+) -> Iterator[tuple[list[int], list[int]]]:
+    """(ids, labels) per document: chat records masked to their assistant turns,
+    plain documents learned in full and closed by eos (as `pack_token_ids` does).
+
+    `messages` is the shards' `messages` column: JSON of a message list, or None.
+    """
+    eos = tokenizer.eos_token_id
+    for text, raw in zip(texts, messages, strict=True):
+        if raw:
+            yield sft_example(tokenizer, json.loads(raw))
+        else:
+            ids = tokenize_texts(tokenizer, [text])[0] + [eos]
+            yield ids, list(ids)

@@ -21,10 +21,12 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 
 from llama_assets.training.base_model import build_tiny_llama, load_base_model
 from llama_assets.training.dataset import pack_token_ids, tokenize_texts
+from llama_assets.training.report import loss_curve_png
 from llama_assets.training.tokenizer import train_bpe_tokenizer
 from llama_assets.training.trainer import (
     TrainConfig,
     TrainResult,
+    data_parallel,
     finetune_lora,
     load_finetuned,
     load_finetuned_tokenizer,
@@ -34,12 +36,17 @@ from llama_assets.training.trainer import (
 from llama_assets.training.variants import ModelVariant, weights_path
 
 BASE_DIR = "base"
+LOSS_CURVE_FILE = "loss_curve.png"
 
 
 def checkpoint_version(variant: ModelVariant, cfg: TrainConfig, data_version: str) -> str:
-    """Same variant, settings and data -> same version (re-runs are idempotent)."""
+    """Same variant, settings and data -> same version (re-runs are idempotent).
+
+    Run-only settings (logging and checkpoint cadence) are not part of it, so
+    changing them never strands a run's training checkpoints.
+    """
     payload = json.dumps(
-        {"variant": variant.name, "config": cfg.to_dict(), "data": data_version}, sort_keys=True
+        {"variant": variant.name, "config": cfg.identity(), "data": data_version}, sort_keys=True
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
@@ -74,10 +81,22 @@ def train_and_save(
     out_root: Path,
     device: torch.device,
     on_step: Callable[[int, float, int], None] | None = None,
+    run_dir: Path | None = None,
+    merge: bool = True,
+    log: Callable[[str], None] | None = None,
+    blocks_for: Callable[[PreTrainedTokenizerBase], torch.Tensor] | None = None,
 ) -> TrainedCheckpoint:
+    """Train `variant` on `train_texts` and write `out_root/<version>/`.
+
+    With `run_dir` (the layout's `training_run(variant, version)`), training
+    checkpoints go there and a run with the same variant, settings and data
+    resumes from the newest valid one. `blocks_for(tokenizer)` overrides how
+    training blocks are built (the instruction format); by default the texts
+    are packed.
+    """
     version = checkpoint_version(variant, cfg, data_version)
     base, tokenizer = base_model_and_tokenizer(variant, train_texts, cfg.seed, device)
-    blocks = pack(tokenizer, train_texts, cfg.seq_len)
+    blocks = blocks_for(tokenizer) if blocks_for else pack(tokenizer, train_texts, cfg.seq_len)
     if blocks.shape[0] == 0:
         raise ValueError(
             f"the training split packs into no block of {cfg.seq_len} tokens; ingest more text"
@@ -86,11 +105,15 @@ def train_and_save(
         dir=out_root.parent if out_root.parent.exists() else None
     ) as tmp:
         base_dir = None
-        if variant.is_local:
+        # Under data parallelism only rank 0 writes (every rank holds the same weights).
+        writer = data_parallel()[0] == 0
+        if variant.is_local and writer:
             # Saved before training: fine-tuning injects adapters into the base in place.
             base_dir = Path(tmp) / BASE_DIR
             base.save_pretrained(str(base_dir), safe_serialization=True)
-        result = finetune_lora(base, blocks, cfg, device, on_step=on_step)
+        result = finetune_lora(
+            base, blocks, cfg, device, on_step=on_step, checkpoint_dir=run_dir, log=log
+        )
         state = {
             **result.trainer_state(),
             "variant": variant.name,
@@ -100,7 +123,18 @@ def train_and_save(
             "train_blocks": int(blocks.shape[0]),
         }
         out = out_root / version
-        manifest = save_finetuned(result.model, tokenizer, out, state, base_model_dir=base_dir)
+        if not writer:
+            return TrainedCheckpoint(version, out, result, int(blocks.shape[0]), {})
+        png = loss_curve_png(result.losses, result.resumed_from_step)
+        manifest = save_finetuned(
+            result.model,
+            tokenizer,
+            out,
+            state,
+            base_model_dir=base_dir,
+            merge=merge,
+            extra_files={LOSS_CURVE_FILE: png},
+        )
     return TrainedCheckpoint(version, out, result, int(blocks.shape[0]), manifest)
 
 

@@ -73,6 +73,8 @@ VARIANTS: dict[str, ModelVariant] = {
             max_tokens=262_144,
             modules_to_save=("embed_tokens", "lm_head"),
             log_every=16,
+            checkpoint_every=128,
+            keep_checkpoints=2,
         ),
     ),
     # 16 sequences of 2048 tokens per optimizer step (32k tokens); bf16 weights
@@ -92,6 +94,8 @@ VARIANTS: dict[str, ModelVariant] = {
             max_steps=1000,
             gradient_checkpointing=True,
             log_every=10,
+            checkpoint_every=100,
+            keep_checkpoints=3,
         ),
     ),
     # Same 32k tokens per step with a smaller micro-batch: 16 GB of bf16
@@ -111,6 +115,8 @@ VARIANTS: dict[str, ModelVariant] = {
             max_steps=1000,
             gradient_checkpointing=True,
             log_every=10,
+            checkpoint_every=100,
+            keep_checkpoints=3,
         ),
     ),
 }
