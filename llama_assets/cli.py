@@ -139,6 +139,93 @@ def cmd_rollback(args) -> int:
     return 0
 
 
+def _chunks_table():
+    from llama_assets.definitions import resources_for
+    from llama_assets.retrieval.index import TABLE_NAME
+
+    resources = resources_for()
+    db = resources["vector_store"].connect()
+    if TABLE_NAME not in db.table_names():
+        raise FileNotFoundError(
+            f"no table {TABLE_NAME!r} in {resources['vector_store'].resolved_uri}: "
+            "run `llama-platform run` first"
+        )
+    return db.open_table(TABLE_NAME), resources
+
+
+def cmd_search(args) -> int:
+    from llama_assets.retrieval.search import format_hits, search
+
+    table, resources = _chunks_table()
+    hits = search(table, resources["embedder"].encode, [args.query], args.k, args.mode)[0]
+    print(f"{len(hits)} hit(s), {args.mode} search, table version {table.version}")
+    print(format_hits(hits) if hits else "no hits")
+    return 0
+
+
+def cmd_remove_batch(args) -> int:
+    """Delete a batch everywhere: partition, index rows, landing and derived files."""
+    import shutil
+
+    from llama_assets.layout import split_batch_key
+    from llama_assets.partitions import BATCHES
+    from llama_assets.retrieval.index import TABLE_NAME, delete_batch, maintain_indexes
+
+    instance = _instance()
+    from llama_assets.definitions import resources_for
+
+    resources = resources_for()
+    layout = resources["storage"].layout
+    source, batch = split_batch_key(args.key)
+    registered = args.key in instance.get_dynamic_partitions(BATCHES)
+    db = resources["vector_store"].connect()
+    rows = 0
+    if TABLE_NAME in db.table_names():
+        table = db.open_table(TABLE_NAME)
+        rows = delete_batch(table, source, batch)
+        maintain_indexes(table)
+    # The landing folder goes too, or the landing-zone sensor would register it again.
+    paths = [
+        layout.landing_batch(args.key),
+        layout.shards(args.key),
+        layout.quarantine(args.key),
+        layout.profile(args.key),
+        *sorted((layout.root / "staging").glob(f"*/{source}/{batch}")),
+    ]
+    removed = []
+    for path in paths:
+        if path.is_dir():
+            shutil.rmtree(path)
+            removed.append(path)
+        elif path.exists():
+            path.unlink()
+            removed.append(path)
+    if registered:
+        instance.delete_dynamic_partition(BATCHES, args.key)
+    if not (registered or rows or removed):
+        print(f"no batch {args.key}", file=sys.stderr)
+        return 2
+    state = "deleted" if registered else "was not registered"
+    print(f"removed batch {args.key}: partition {state}, {rows} index row(s), {len(removed)} paths")
+    for path in removed:
+        print(f"  {path}")
+    return 0
+
+
+def cmd_restore_index(args) -> int:
+    from llama_assets.retrieval.index import list_versions, restore_version
+
+    table, _ = _chunks_table()
+    if args.version is None:
+        print(f"table chunks, current version {table.version}")
+        for v in list_versions(table):
+            print(f"  {v['version']:>6}  {v['timestamp']}")
+        return 0
+    version = restore_version(table, args.version)
+    print(f"restored version {args.version} as version {version} ({table.count_rows()} rows)")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from llama_assets.ingest.landing import add_to_landing
     from llama_assets.settings import data_root
@@ -245,6 +332,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", dest="end", help="last key of a range (inclusive)")
     p.set_defaults(func=cmd_backfill)
 
+    p = sub.add_parser("search", help="search the RAG index; prints hits with source and score")
+    p.add_argument("query")
+    p.add_argument("-k", type=int, default=5, help="number of hits (default 5)")
+    p.add_argument("--mode", choices=["vector", "fts", "hybrid"], default="hybrid")
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser(
+        "remove-batch",
+        help="delete a batch: its partition, index rows, landing folder and derived files",
+    )
+    p.add_argument("key", help="<source>/<batch>")
+    p.set_defaults(func=cmd_remove_batch)
+
+    p = sub.add_parser(
+        "restore-index", help="list the versions of the chunks table, or restore one"
+    )
+    p.add_argument("--version", type=int, help="the version to make current again")
+    p.set_defaults(func=cmd_restore_index)
+
     p = sub.add_parser("rollback", help="move a variant's champion alias back one promotion")
     p.add_argument("--variant", default="tiny", choices=sorted(VARIANTS))
     p.add_argument("--reason", default="manual rollback")
@@ -259,6 +365,7 @@ def quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("LANCEDB_LOG", "error")  # no per-query deprecation lines
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 

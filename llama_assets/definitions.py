@@ -12,6 +12,7 @@ from resources.device import DeviceResource
 from resources.embedder import EmbedderResource
 from resources.storage import LocalDataRoot
 from resources.vector_store import LanceDBResource
+from sensors.freshness import freshness_sensor, with_freshness_policies
 from sensors.landing import landing_zone_sensor
 
 
@@ -36,8 +37,8 @@ def resources_for(env: str | None = None) -> dict:
 
 
 defs = dg.Definitions(
-    assets=ALL_ASSETS,
+    assets=with_freshness_policies(ALL_ASSETS),
     jobs=[batch_job, dataset_job, model_job],
-    sensors=[landing_zone_sensor],
+    sensors=[landing_zone_sensor, freshness_sensor],
     resources=resources_for(),
 )

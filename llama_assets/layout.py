@@ -74,8 +74,38 @@ class DataLayout:
 
     # shared stores -------------------------------------------------------------
     @property
+    def dedup_index(self) -> Path:
+        """The persistent dedup index of every batch (SQLite, one file)."""
+        return self.root / "dedup" / "index.sqlite"
+
+    @property
+    def sources_config(self) -> Path:
+        """Per-source policy (reject-rate limit, languages): ``<root>/sources.toml``."""
+        return self.root / "sources.toml"
+
+    @property
+    def review_decisions(self) -> Path:
+        """The review decisions a person edits: ``<root>/review/decisions.csv``."""
+        return self.root / "review" / "decisions.csv"
+
+    @property
     def lancedb(self) -> Path:
         return self.root / "lancedb"
+
+    @property
+    def embedding_cache(self) -> Path:
+        """LanceDB database of cached embeddings, one table per model fingerprint."""
+        return self.root / "cache" / "embeddings"
+
+    @property
+    def model_cache(self) -> Path:
+        """Local copies of models configured from S3 (``s3://bucket/prefix``)."""
+        return self.root / "cache" / "models"
+
+    @property
+    def retrieval_golden_set(self) -> Path:
+        """User-supplied golden queries (jsonl) for the retrieval eval."""
+        return self.root / "evals" / "retrieval_golden.jsonl"
 
     @property
     def training_dataset(self) -> Path:
@@ -84,6 +114,12 @@ class DataLayout:
     def models(self, variant: str, version: str | None = None) -> Path:
         base = self.root / "models" / variant
         return base / version if version else base
+
+    def training_run(self, variant: str, version: str) -> Path:
+        """In-progress training checkpoints of one fine-tune:
+        ``models/<variant>/runs/<version>/step-NNNNNN/`` (the newest K are kept;
+        a re-materialisation with the same variant, settings and data resumes here)."""
+        return self.models(variant) / "runs" / version
 
     def aliases(self, variant: str) -> Path:
         return self.models(variant) / "aliases.json"

@@ -8,12 +8,13 @@ never consumes a torn or corrupted file silently.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
-from llama_assets.curate.shards import scan_shards, write_shards
+from llama_assets.curate.shards import iter_shards, scan_shards, write_shards
 
 
 def write_table(df: pl.DataFrame, out_dir: Path) -> dict:
@@ -27,6 +28,15 @@ def read_table(out_dir: Path, columns: list[str] | None = None) -> pl.DataFrame:
         )
     frame = scan_shards(out_dir, verify=True)
     return (frame.select(columns) if columns else frame).collect()
+
+
+def iter_table(out_dir: Path, columns: list[str] | None = None) -> Iterator[pl.DataFrame]:
+    """A table part by part (bounded memory), each part checksummed before it is read."""
+    if not (out_dir / "manifest.json").exists():
+        raise dg.Failure(
+            f"{out_dir} has no manifest.json: materialise the upstream partition first"
+        )
+    yield from iter_shards(out_dir, columns)
 
 
 def manifest_digest(manifest: dict) -> str:

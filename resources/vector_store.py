@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-import dagster as dg
-import lancedb
+from typing import TYPE_CHECKING
 
+import dagster as dg
+
+# lancedb itself is imported through ``index``, which quiets Lance's logger first.
 from llama_assets.retrieval import index
+
+if TYPE_CHECKING:
+    import lancedb
 from llama_assets.settings import data_root
 
 

@@ -7,13 +7,12 @@ import dagster as dg
 
 from evals.gate import evaluate_gate
 from evals.report import render_markdown
-from evals.retrieval import known_item_queries
-from evals.suite import quality, retrieval, serving
+from evals.suite import quality, serving
 from llama_assets.atomic import atomic_write_json, atomic_write_text
 from llama_assets.deployment.registry import promote, read_aliases
 from llama_assets.partitions import variant_partitions
 from llama_assets.retrieval.assets import rag_index
-from llama_assets.retrieval.index import vector_search
+from llama_assets.retrieval.evaluation import evaluate_index, retrieval_metadata
 from llama_assets.tables import read_table
 from llama_assets.training.assets import (
     finetuned_checkpoint,
@@ -50,7 +49,8 @@ def latest_version(storage: LocalDataRoot, variant: str) -> str:
     kinds={"pytorch", "markdown"},
     pool="gpu",
     description="Held-out perplexity of the base against the fine-tuned model, "
-    "retrieval recall@k and MRR on known-item queries, and serving latency and "
+    "retrieval recall@k, MRR@k and nDCG@k (vector, fts and hybrid search; golden set "
+    "and generated known-item queries), and serving latency and "
     "throughput; reports/<variant>/<version>/report.json and report.md.",
 )
 def eval_report(
@@ -77,19 +77,11 @@ def eval_report(
     serving_figures = serving(finetuned, blocks[0, :32], dev)
 
     table = vector_store.chunks_table(embedder.dimension)
-    sample = (
-        table.search().select(["chunk_id", "doc_id", "text"]).limit(5000).to_arrow().to_pylist()
+    retrieval_figures, golden_errors = evaluate_index(
+        table, embedder, layout.retrieval_golden_set, RETRIEVAL_QUERIES
     )
-    queries = known_item_queries(sample, n=RETRIEVAL_QUERIES)
-
-    def search(texts: list[str], k: int) -> list[list[str]]:
-        ranked = []
-        for vector in embedder.encode(texts):
-            doc_ids = [hit["doc_id"] for hit in vector_search(table, vector, k * 4)]
-            ranked.append(list(dict.fromkeys(doc_ids))[:k])
-        return ranked
-
-    retrieval_figures = {**retrieval(queries, search), "table_version": table.version}
+    for error in golden_errors:
+        context.log.warning(f"{layout.retrieval_golden_set}: {error}")
     report = {
         "variant": variant.name,
         "version": version,
@@ -114,6 +106,7 @@ def eval_report(
             "perplexity_improvement": dg.MetadataValue.float(quality_figures["improvement"]),
             recall_key: dg.MetadataValue.float(retrieval_figures[recall_key]),
             "mrr": dg.MetadataValue.float(retrieval_figures[f"mrr@{retrieval_figures['k']}"]),
+            **retrieval_metadata(retrieval_figures),
             "generation_tokens_per_second": dg.MetadataValue.float(
                 serving_figures["tokens_per_second"]
             ),

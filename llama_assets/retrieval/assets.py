@@ -8,10 +8,17 @@ import polars as pl
 
 from llama_assets.curate.assets import clean_shards
 from llama_assets.layout import split_batch_key
-from llama_assets.partitions import batch_partitions
+from llama_assets.partitions import BATCHES, batch_partitions
 from llama_assets.policies import GPU_OP_TAGS, GPU_POOL, IO_RETRY
-from llama_assets.retrieval.chunking import chunk_document
-from llama_assets.retrieval.index import upsert_batch
+from llama_assets.retrieval.chunking import (
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_OVERLAP_TOKENS,
+    TokenOffsets,
+    chunk_documents,
+    hf_token_offsets,
+)
+from llama_assets.retrieval.embedding_cache import EmbeddingCache, EmbedResult, embed_with_cache
+from llama_assets.retrieval.index import maintain_indexes, remove_batches, upsert_batch
 from llama_assets.tables import read_table, table_metadata, write_table
 from resources.embedder import EmbedderResource
 from resources.storage import LocalDataRoot
@@ -23,28 +30,44 @@ CHUNK_SCHEMA = {
     "source": pl.String,
     "batch": pl.String,
     "title": pl.String,
+    "headings": pl.String,
     "ordinal": pl.Int32,
     "char_start": pl.Int64,
     "char_end": pl.Int64,
+    "tokens": pl.Int32,
     "text": pl.String,
 }
+HEADING_SEPARATOR = " > "
 
 
-def chunk_frame(docs: pl.DataFrame) -> pl.DataFrame:
+def chunk_frame(
+    docs: pl.DataFrame,
+    token_offsets: TokenOffsets,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    overlap_tokens: int = DEFAULT_OVERLAP_TOKENS,
+) -> pl.DataFrame:
+    meta = {d["doc_id"]: d for d in docs.select("doc_id", "source", "batch", "title").to_dicts()}
+    pieces = chunk_documents(
+        list(zip(docs["doc_id"].to_list(), docs["text"].to_list(), strict=True)),
+        token_offsets,
+        max_tokens,
+        overlap_tokens,
+    )
     rows = [
         {
             "chunk_id": c.chunk_id,
             "doc_id": c.doc_id,
-            "source": doc["source"],
-            "batch": doc["batch"],
-            "title": doc["title"],
+            "source": meta[c.doc_id]["source"],
+            "batch": meta[c.doc_id]["batch"],
+            "title": meta[c.doc_id]["title"],
+            "headings": HEADING_SEPARATOR.join(c.headings),
             "ordinal": c.ordinal,
             "char_start": c.char_start,
             "char_end": c.char_end,
+            "tokens": c.tokens,
             "text": c.text,
         }
-        for doc in docs.iter_rows(named=True)
-        for c in chunk_document(doc["doc_id"], doc["text"])
+        for c in pieces
     ]
     return pl.DataFrame(rows, schema=CHUNK_SCHEMA)
 
@@ -55,23 +78,42 @@ def chunk_frame(docs: pl.DataFrame) -> pl.DataFrame:
     group_name="retrieval",
     kinds={"parquet"},
     retry_policy=IO_RETRY,
-    description="Clean documents split along paragraphs into overlapping chunks; "
-    "chunk_id is a content hash scoped to the document.",
+    description="Clean documents cut at their headings and paragraphs into chunks of at "
+    "most the embedder's window in its own tokens (254 for all-MiniLM-L6-v2), with "
+    "overlap; each chunk has its heading path and character offsets; chunk_id is a "
+    "content hash scoped to the document.",
 )
-def chunks(context: dg.AssetExecutionContext, storage: LocalDataRoot) -> dg.MaterializeResult:
+def chunks(
+    context: dg.AssetExecutionContext, storage: LocalDataRoot, embedder: EmbedderResource
+) -> dg.MaterializeResult:
     layout, key = storage.layout, context.partition_key
     docs = read_table(layout.shards(key))
-    frame = chunk_frame(docs)
+    started = time.perf_counter()
+    max_tokens = min(DEFAULT_MAX_TOKENS, embedder.max_tokens)
+    frame = chunk_frame(docs, hf_token_offsets(embedder.tokenizer()), max_tokens)
+    seconds = time.perf_counter() - started
     out = layout.staging("chunks", key)
     manifest = write_table(frame, out)
-    words = frame["text"].str.split(" ").list.len() if frame.height else pl.Series([0])
+    tokens = frame["tokens"] if frame.height else pl.Series([0])
     return dg.MaterializeResult(
         metadata={
             **table_metadata(manifest, out),
             "documents": docs.height,
-            "mean_chunk_words": dg.MetadataValue.float(float(words.mean() or 0)),
+            "max_tokens": max_tokens,
+            "mean_chunk_tokens": dg.MetadataValue.float(float(tokens.mean() or 0)),
+            "max_chunk_tokens": int(tokens.max() or 0),
+            "chunks_with_headings": int((frame["headings"] != "").sum()) if frame.height else 0,
+            "seconds": dg.MetadataValue.float(round(seconds, 3)),
         }
     )
+
+
+def embed_chunks(
+    texts: list[str], embedder: EmbedderResource, cache_uri
+) -> tuple[np.ndarray, EmbedResult]:
+    cache = EmbeddingCache(cache_uri, embedder.fingerprint, embedder.dimension)
+    result = embed_with_cache(texts, cache, embedder.encode_sorted)
+    return result.vectors, result
 
 
 @dg.asset(
@@ -83,7 +125,9 @@ def chunks(context: dg.AssetExecutionContext, storage: LocalDataRoot) -> dg.Mate
     op_tags=GPU_OP_TAGS,
     retry_policy=IO_RETRY,
     description="Sentence embeddings of every chunk (L2-normalised float32), from the "
-    "configured sentence-transformers model; all-MiniLM-L6-v2 offline by default.",
+    "configured sentence-transformers model (all-MiniLM-L6-v2 offline by default). "
+    "Only chunks whose text is not in the embedding cache (cache/embeddings/, keyed by "
+    "model fingerprint and text sha256) are sent to the model, sorted by length.",
 )
 def embeddings(
     context: dg.AssetExecutionContext, storage: LocalDataRoot, embedder: EmbedderResource
@@ -91,7 +135,7 @@ def embeddings(
     layout, key = storage.layout, context.partition_key
     frame = read_table(layout.staging("chunks", key), ["chunk_id", "text"])
     started = time.perf_counter()
-    vectors = embedder.encode(frame["text"].to_list())
+    vectors, result = embed_chunks(frame["text"].to_list(), embedder, layout.embedding_cache)
     seconds = time.perf_counter() - started
     table = pl.DataFrame(
         {"chunk_id": frame["chunk_id"], "vector": vectors},
@@ -103,7 +147,15 @@ def embeddings(
         metadata={
             **table_metadata(manifest, out),
             "model": embedder.model_name,
+            "model_fingerprint": embedder.fingerprint,
+            "device": embedder.device_name,
             "dimension": int(vectors.shape[1]),
+            "embedded": result.embedded,
+            "cached": result.cached,
+            "cache_hit_rate": dg.MetadataValue.float(
+                round(result.cached / frame.height, 4) if frame.height else 1.0
+            ),
+            "cache": dg.MetadataValue.path(str(layout.embedding_cache)),
             "seconds": dg.MetadataValue.float(round(seconds, 3)),
             "chunks_per_second": dg.MetadataValue.float(
                 round(frame.height / seconds, 1) if seconds else 0.0
@@ -119,7 +171,10 @@ def embeddings(
     kinds={"lancedb"},
     retry_policy=IO_RETRY,
     description="The batch's chunks upserted into the LanceDB table `chunks` (merge on "
-    "chunk_id; chunks that left the batch are deleted in the same commit).",
+    "chunk_id; chunks that left the batch are deleted in the same commit; rows of "
+    "batches that are no longer partitions are deleted). Keeps the full-text index and, "
+    "from ANN_MIN_ROWS rows on, an IVF_HNSW_SQ vector index up to date. The table "
+    "version is recorded; `llama-platform restore-index` goes back to an earlier one.",
 )
 def rag_index(
     context: dg.AssetExecutionContext, storage: LocalDataRoot, vector_store: LanceDBResource
@@ -133,19 +188,31 @@ def rag_index(
     table = vector_store.chunks_table(dim)
     started = time.perf_counter()
     result = upsert_batch(table, frame.to_arrow(), source, batch)
+    registered = {split_batch_key(k) for k in context.instance.get_dynamic_partitions(BATCHES)}
+    removed = remove_batches(table, registered | {(source, batch)})
+    upsert_seconds = time.perf_counter() - started
+    state = maintain_indexes(table)
     vectors = frame["vector"].to_numpy() if frame.height else np.zeros((0, dim))
+    if removed:
+        context.log.info(f"deleted the rows of unregistered batches: {removed}")
     return dg.MaterializeResult(
         metadata={
             "batch_rows": frame.height,
             "inserted": result.inserted,
             "updated": result.updated,
             "deleted": result.deleted,
-            "table_rows": result.total_rows,
-            "table_version": result.version,
+            "removed_batches": dg.MetadataValue.json(removed),
+            "table_rows": table.count_rows(),
+            "table_version": table.version,
+            "vector_index": state.vector_index,
+            "indexed_rows": state.indexed_rows,
+            "unindexed_rows": state.unindexed_rows,
+            "index_actions": dg.MetadataValue.json(state.actions),
             "max_norm_error": dg.MetadataValue.float(
                 float(np.abs(np.linalg.norm(vectors, axis=1) - 1).max()) if frame.height else 0.0
             ),
             "uri": dg.MetadataValue.path(vector_store.resolved_uri),
+            "upsert_seconds": dg.MetadataValue.float(round(upsert_seconds, 3)),
             "seconds": dg.MetadataValue.float(round(time.perf_counter() - started, 3)),
         }
     )

@@ -41,6 +41,9 @@ def materialize_batch(key, instance, resources):
 @pytest.fixture
 def first_batch(layout, instance):
     key = "docs/b1"
+    # 3 of 11 records are planted bad: this source tolerates it (per-source policy).
+    layout.sources_config.parent.mkdir(parents=True, exist_ok=True)
+    layout.sources_config.write_text("[sources.docs]\nmax_reject_rate = 0.5\n")
     land(
         layout,
         key,
@@ -159,6 +162,20 @@ def test_a_batch_of_nothing_but_bad_input_flows_through_every_stage(layout, inst
         },
     )
     instance.add_dynamic_partitions(BATCHES, [key])
+    # With the default policy (1%) the blocking reject-rate check fails the batch...
+    blocked = dg.materialize(
+        [BATCH_ASSETS[0]],
+        instance=instance,
+        resources=resources,
+        partition_key=key,
+        raise_on_error=False,
+    )
+    assert not blocked.success
+    (check,) = blocked.get_asset_check_evaluations()
+    assert check.check_name == "reject_rate_within_limit" and not check.passed
+    assert check.metadata["reject_rate"].value == 0.75
+    # ... and a source that tolerates it flows through every stage.
+    layout.sources_config.write_text("[sources.docs]\nmax_reject_rate = 1.0\n")
     materialize_batch(key, instance, resources)
     reasons = sorted(
         r["reason"].split(":")[0]
