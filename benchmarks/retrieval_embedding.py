@@ -115,7 +115,9 @@ def main() -> None:
     docs = corpus(args.docs)
     model.encode(["warm up"] * 8)  # load and warm the model outside the timings
     before = conditions()
-    texts = chunk_frame(docs, offsets)["text"].to_list()
+    # Distinct chunk texts: the work both sides do (the pipeline's cache embeds a
+    # repeated text once), so the ratio measures overhead, not deduplication.
+    texts = list(dict.fromkeys(chunk_frame(docs, offsets)["text"].to_list()))
 
     def baseline() -> float:
         started = time.perf_counter()
@@ -129,6 +131,7 @@ def main() -> None:
         base_before = baseline()
         full = pipeline(docs, embedder, offsets, tmp / "cache", tmp / "db")
         full.pop("texts")
+        assert full["embedded"] == len(texts), (full["embedded"], len(texts))
         base_after = baseline()
         base_s = (base_before + base_after) / 2
 
@@ -146,14 +149,15 @@ def main() -> None:
     n = full["chunks"]
     payload = {
         "benchmark": "retrieval_embedding",
-        "baseline": "SentenceTransformer.encode(texts, batch_size=64) in one call, same chunks",
+        "baseline": "SentenceTransformer.encode(distinct chunk texts, batch_size=64) in one call: the vectors the pipeline computes",
         "model": embedder.model_name,
         "device": embedder.device_name,
         "documents": docs.height,
         "chunks": n,
-        "baseline_chunks_per_s": round(n / base_s, 1),
+        "distinct_chunks": len(texts),
+        "baseline_chunks_per_s": round(len(texts) / base_s, 1),
         "baseline_runs_s": [round(base_before, 2), round(base_after, 2)],
-        "pipeline_embed_chunks_per_s": round(n / full["embed_s"], 1),
+        "pipeline_embed_chunks_per_s": round(len(texts) / full["embed_s"], 1),
         "pipeline_end_to_end_chunks_per_s": round(n / full["total_s"], 1),
         "throughput_ratio_embed_stage": round(base_s / full["embed_s"], 3),
         "throughput_ratio_end_to_end": round(base_s / full["total_s"], 3),
@@ -168,7 +172,7 @@ def main() -> None:
     p = payload
     md = f"""# Embedding throughput and incremental cost
 
-Corpus: {p["documents"]} documents of Python-docs text, {n} chunks; model {p["model"]} on {p["device"]}.
+Corpus: {p["documents"]} documents of Python-docs text, {n} chunks ({p["distinct_chunks"]} distinct texts, the work both sides do); model {p["model"]} on {p["device"]}.
 Baseline: {p["baseline"]}, run before and after the pipeline (mean of {p["baseline_runs_s"]} s).
 
 | figure | value | goal |
