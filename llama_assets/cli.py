@@ -190,6 +190,9 @@ def cmd_remove_batch(args) -> int:
         layout.shards(args.key),
         layout.quarantine(args.key),
         layout.profile(args.key),
+        layout.embedding_summary(args.key),
+        layout.embedding_summary(args.key).with_suffix(".json"),
+        layout.review_queue(args.key),
         *sorted((layout.root / "staging").glob(f"*/{source}/{batch}")),
     ]
     removed = []

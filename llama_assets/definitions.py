@@ -12,8 +12,11 @@ from resources.device import DeviceResource
 from resources.embedder import EmbedderResource
 from resources.storage import LocalDataRoot
 from resources.vector_store import LanceDBResource
+from sensors.drift import drift_sensor
 from sensors.freshness import freshness_sensor, with_freshness_policies
 from sensors.landing import landing_zone_sensor
+from sensors.reconcile import landing_reconciliation
+from sensors.shard_repair import corrupt_table_repair_sensor
 
 
 def local_resources() -> dict:
@@ -39,6 +42,7 @@ def resources_for(env: str | None = None) -> dict:
 defs = dg.Definitions(
     assets=with_freshness_policies(ALL_ASSETS),
     jobs=[batch_job, dataset_job, model_job],
-    sensors=[landing_zone_sensor, freshness_sensor],
+    schedules=[landing_reconciliation],
+    sensors=[corrupt_table_repair_sensor, landing_zone_sensor, freshness_sensor, drift_sensor],
     resources=resources_for(),
 )

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import dagster as dg
 
-from llama_assets.curate.assets import clean_shards, corpus_profile, validated_documents
+from llama_assets.curate.assets import (
+    clean_shards,
+    corpus_profile,
+    review_queue,
+    validated_documents,
+)
+from llama_assets.curate.drift_assets import embedding_drift
 from llama_assets.deployment.assets import eval_report, promoted_model
 from llama_assets.ingest.assets import raw_documents
 from llama_assets.partitions import batch_partitions, variant_partitions
@@ -14,10 +20,12 @@ from llama_assets.training.assets import finetuned_checkpoint, training_dataset
 BATCH_ASSETS = [
     raw_documents,
     validated_documents,
+    review_queue,
     corpus_profile,
     clean_shards,
     chunks,
     embeddings,
+    embedding_drift,
     rag_index,
 ]
 VARIANT_ASSETS = [finetuned_checkpoint, eval_report, promoted_model]
@@ -27,7 +35,7 @@ batch_job = dg.define_asset_job(
     "batch_pipeline",
     selection=dg.AssetSelection.assets(*BATCH_ASSETS),
     partitions_def=batch_partitions,
-    description="Everything one landing batch feeds: raw -> validated -> profile, "
+    description="Everything one landing batch feeds: raw -> validated -> review queue, profile, "
     "clean shards -> chunks -> embeddings -> rag_index.",
 )
 dataset_job = dg.define_asset_job(

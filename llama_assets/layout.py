@@ -64,6 +64,12 @@ class DataLayout:
         source, batch = split_batch_key(key)
         return self.root / "profiles" / source / f"{batch}.json"
 
+    def embedding_summary(self, key: str) -> Path:
+        """The batch's embedding summary for embedding drift (mean, sample):
+        ``profiles/<source>/<batch>.embeddings.npz`` (its drift result beside it, .json)."""
+        source, batch = split_batch_key(key)
+        return self.root / "profiles" / source / f"{batch}.embeddings.npz"
+
     def shards(self, key: str) -> Path:
         source, batch = split_batch_key(key)
         return self.root / "shards" / source / batch
@@ -71,6 +77,11 @@ class DataLayout:
     @property
     def shards_root(self) -> Path:
         return self.root / "shards"
+
+    @property
+    def reconciliation_report(self) -> Path:
+        """The latest landing-zone reconciliation: ``<root>/reconciliation/latest.json``."""
+        return self.root / "reconciliation" / "latest.json"
 
     # shared stores -------------------------------------------------------------
     @property
@@ -82,6 +93,12 @@ class DataLayout:
     def sources_config(self) -> Path:
         """Per-source policy (reject-rate limit, languages): ``<root>/sources.toml``."""
         return self.root / "sources.toml"
+
+    def review_queue(self, key: str) -> Path:
+        """Borderline documents of a batch, for a person to decide on:
+        ``review/queue/<source>/<batch>/`` (a checksummed table) + ``queue.csv``."""
+        source, batch = split_batch_key(key)
+        return self.root / "review" / "queue" / source / batch
 
     @property
     def review_decisions(self) -> Path:

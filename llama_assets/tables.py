@@ -14,7 +14,50 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from llama_assets.curate.shards import iter_shards, scan_shards, write_shards
+from llama_assets.curate.shards import CorruptShardError, iter_shards, scan_shards, write_shards
+
+CORRUPT_TABLE = "corrupt_table"
+"""Metadata key of the Failure raised on a corrupt table; the repair sensor reads it."""
+
+
+def table_owner(out_dir: Path) -> tuple[str, str] | None:
+    """(asset, partition key) that writes a per-batch table, from its path.
+
+    ``<root>/staging/<stage>/<source>/<batch>`` belongs to the asset named
+    ``<stage>``; ``<root>/shards/<source>/<batch>`` to ``clean_shards``.
+    """
+    parts = Path(out_dir).parts
+    if len(parts) >= 4 and parts[-4] == "staging":
+        return parts[-3], f"{parts[-2]}/{parts[-1]}"
+    if len(parts) >= 3 and parts[-3] == "shards":
+        return "clean_shards", f"{parts[-2]}/{parts[-1]}"
+    return None
+
+
+def corrupt_table_failure(error: CorruptShardError, out_dir: Path) -> dg.Failure:
+    """A non-retryable Failure naming the table, its owning asset and partition.
+
+    Retrying the reader cannot help; rebuilding the owner can, and
+    sensors/shard_repair.py requests exactly that from this metadata.
+    """
+    owner = table_owner(out_dir)
+    asset, key = owner if owner else ("", "")
+    return dg.Failure(
+        description=f"corrupt table {out_dir}: {'; '.join(error.problems)}. "
+        + (
+            f"It is rebuilt by re-materialising {asset} for partition {key} "
+            "(corrupt_table_repair_sensor requests it)."
+            if owner
+            else "No asset owns it; restore it by hand."
+        ),
+        metadata={
+            CORRUPT_TABLE: dg.MetadataValue.path(str(out_dir)),
+            "owner_asset": asset,
+            "partition": key,
+            "problems": dg.MetadataValue.json(list(error.problems)),
+        },
+        allow_retries=False,
+    )
 
 
 def write_table(df: pl.DataFrame, out_dir: Path) -> dict:
@@ -26,7 +69,10 @@ def read_table(out_dir: Path, columns: list[str] | None = None) -> pl.DataFrame:
         raise dg.Failure(
             f"{out_dir} has no manifest.json: materialise the upstream partition first"
         )
-    frame = scan_shards(out_dir, verify=True)
+    try:
+        frame = scan_shards(out_dir, verify=True)
+    except CorruptShardError as error:
+        raise corrupt_table_failure(error, out_dir) from error
     return (frame.select(columns) if columns else frame).collect()
 
 
@@ -36,7 +82,10 @@ def iter_table(out_dir: Path, columns: list[str] | None = None) -> Iterator[pl.D
         raise dg.Failure(
             f"{out_dir} has no manifest.json: materialise the upstream partition first"
         )
-    yield from iter_shards(out_dir, columns)
+    try:
+        yield from iter_shards(out_dir, columns)
+    except CorruptShardError as error:
+        raise corrupt_table_failure(error, out_dir) from error
 
 
 def manifest_digest(manifest: dict) -> str:

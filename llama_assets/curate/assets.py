@@ -6,20 +6,27 @@ import time
 from collections import Counter
 
 import dagster as dg
+import polars as pl
 
-from llama_assets.atomic import atomic_write_json
+from llama_assets.atomic import atomic_open, atomic_write_json
 from llama_assets.curate.clean import DedupStats, deduplicate_batch
 from llama_assets.curate.dedup_index import DedupIndex
-from llama_assets.curate.profile import drift, pool_profiles, profile_documents
+from llama_assets.curate.profile import (
+    ProfileAccumulator,
+    drift,
+    drift_report,
+    pool_profiles,
+)
 from llama_assets.curate.rejects import Reject, write_rejects
+from llama_assets.curate.review import ensure_decisions_file, read_decisions
 from llama_assets.curate.shards import ShardWriter
-from llama_assets.curate.sources import source_policy, sources_file
-from llama_assets.curate.validate import ContentPolicy, validate_documents
+from llama_assets.curate.sources import drift_baseline_keys, source_policy, sources_file
+from llama_assets.curate.validate import REVIEW_SCHEMA, ContentPolicy, validate_documents
 from llama_assets.ingest.assets import raw_documents
 from llama_assets.layout import split_batch_key
 from llama_assets.partitions import batch_partitions, earlier_batch_keys
 from llama_assets.policies import IO_RETRY
-from llama_assets.tables import iter_table, read_table, table_metadata
+from llama_assets.tables import iter_table, read_table, table_metadata, write_table
 from resources.storage import LocalDataRoot
 
 
@@ -47,14 +54,19 @@ def validated_documents(
         source_policy(source, sources_file(layout.sources_config)).allowed_languages
     )
     policy = ContentPolicy(tuple(languages))
+    decisions, decision_problems = read_decisions(layout.review_decisions)
+    for problem in decision_problems:
+        context.log.warning(f"review decision ignored: {problem}")
     out = layout.staging("validated_documents", key)
+    review: list[dict] = []
     rejects: list[Reject] = []
     counts: dict[str, Counter] = {"reasons": Counter(), "pii": Counter(), "languages": Counter()}
     raw_rows = 0
     # Part by part: memory is bounded by one part of the raw table.
     with ShardWriter(out) as writer:
         for raw in iter_table(layout.staging("raw_documents", key)):
-            outcome = validate_documents(raw, policy)
+            outcome = validate_documents(raw, policy, decisions)
+            review.extend(outcome.review)
             raw_rows += raw.height
             writer.write(outcome.kept)
             rejects.extend(outcome.rejects)
@@ -64,10 +76,18 @@ def validated_documents(
     manifest = writer.manifest
     quarantine = layout.quarantine(key) / "validated_documents.jsonl"
     write_rejects(rejects, quarantine)
+    # Borderline documents, with what happened to each, for the review_queue asset.
+    write_table(
+        pl.DataFrame(review, schema=REVIEW_SCHEMA), layout.staging("review_candidates", key)
+    )
+    statuses = Counter(r["status"] for r in review)
     seconds = time.perf_counter() - started
     return dg.MaterializeResult(
         metadata={
             **table_metadata(manifest, out),
+            "review_held": statuses["held"],
+            "review_statuses": dg.MetadataValue.json(dict(sorted(statuses.items()))),
+            "review_decisions_applied": sum(1 for r in review if r["doc_id"] in decisions),
             "rejects": len(rejects),
             "reject_rate": dg.MetadataValue.float(len(rejects) / raw_rows if raw_rows else 0.0),
             "reject_reasons": dg.MetadataValue.json(dict(sorted(counts["reasons"].items()))),
@@ -85,42 +105,105 @@ def validated_documents(
     partitions_def=batch_partitions,
     deps=[validated_documents],
     group_name="curate",
+    kinds={"parquet", "csv"},
+    description="Documents within a review margin of a quality threshold (curate/review.py): "
+    "held ones wait for a person's decision in review/decisions.csv, which the next "
+    "materialisation of validated_documents honours (approve flows on, reject goes to "
+    "quarantine as review:rejected).",
+)
+def review_queue(context: dg.AssetExecutionContext, storage: LocalDataRoot) -> dg.MaterializeResult:
+    layout, key = storage.layout, context.partition_key
+    queue = read_table(layout.staging("review_candidates", key))
+    decisions, _ = read_decisions(layout.review_decisions)
+    queue = queue.with_columns(
+        pl.col("doc_id")
+        .replace_strict(decisions, default=None, return_dtype=pl.String)
+        .alias("decision")
+    ).sort("status", "rule", "doc_id")
+    out = layout.review_queue(key)
+    manifest = write_table(queue, out)
+    # A flat copy for people (spreadsheets), written atomically beside the table.
+    with atomic_open(out / "queue.csv", "w", encoding="utf-8", newline="") as fh:
+        queue.drop("text").with_columns(excerpt=queue["text"].str.slice(0, 200)).write_csv(fh)
+    ensure_decisions_file(layout.review_decisions)
+    statuses = Counter(queue["status"].to_list())
+    preview = queue.filter(pl.col("status") == "held").head(20)
+    rows = "\n".join(
+        f"| `{r['doc_id']}` | {r['path']} | {r['rule']} | {r['value']:.3f} | {r['threshold']} |"
+        for r in preview.iter_rows(named=True)
+    )
+    return dg.MaterializeResult(
+        metadata={
+            **table_metadata(manifest, out),
+            "held": statuses["held"],
+            "passed": statuses["passed"],
+            "approved": statuses["approved"],
+            "rejected": statuses["rejected"],
+            "decisions_file": dg.MetadataValue.path(str(layout.review_decisions)),
+            "csv": dg.MetadataValue.path(str(out / "queue.csv")),
+            "held_preview": dg.MetadataValue.md(
+                "| doc_id | path | rule | value | threshold |\n|---|---|---|---|---|\n" + rows
+                if rows
+                else "Nothing held for review."
+            ),
+        }
+    )
+
+
+@dg.asset(
+    partitions_def=batch_partitions,
+    deps=[validated_documents],
+    group_name="curate",
     kinds={"json"},
-    description="Layer 3: the batch's statistical profile and its drift against the "
-    "pooled profiles of every earlier batch (PSI on length, Jensen-Shannon on language).",
+    description="Layer 3: the batch's statistical profile (length, language mix, quality-"
+    "signal distributions, volume), built part by part, and its drift against the "
+    "source's baseline (rolling or pinned, sources.toml): PSI and normalised Wasserstein "
+    "on numeric features, Jensen-Shannon on the language mix (Evidently's tests and "
+    "thresholds). drift_score above 1.0 means drifted; the drift sensor acts on it.",
 )
 def corpus_profile(
     context: dg.AssetExecutionContext, storage: LocalDataRoot
 ) -> dg.MaterializeResult:
     layout, key = storage.layout, context.partition_key
-    docs = read_table(layout.staging("validated_documents", key))
-    profile = profile_documents(docs)
+    source, _ = split_batch_key(key)
+    accumulator = ProfileAccumulator()
+    for part in iter_table(layout.staging("validated_documents", key)):
+        accumulator.add(part)
+    profile = accumulator.result()
+    policy = source_policy(source, sources_file(layout.sources_config))
+    keys, baseline_name = drift_baseline_keys(
+        policy, key, earlier_batch_keys(context.instance, key)
+    )
     earlier = [
         json.loads(layout.profile(k).read_text())["profile"]
-        for k in earlier_batch_keys(context.instance, key)
+        for k in keys
         if layout.profile(k).exists()
     ]
-    result = drift(profile, pool_profiles(earlier))
+    result = drift(profile, pool_profiles(earlier), baseline_name)
+    report = drift_report(key, result)
     path = layout.profile(key)
-    atomic_write_json(path, {"batch": key, "profile": profile, "drift": result})
-    features = "\n".join(
-        f"| {name} | {f['test']} | {f['value']:.4f} | {f['threshold']} | {f['drifted']} |"
-        for name, f in result["features"].items()
+    atomic_write_json(
+        path, {"batch": key, "profile": profile, "drift": result, "report_md": report}
     )
+    per_feature = {
+        f"drift/{name}": dg.MetadataValue.float(round(f["score"], 4))
+        for name, f in sorted(result["features"].items())
+    }
     return dg.MaterializeResult(
         metadata={
             "documents": profile["documents"],
             "words": profile["words"],
             "mean_words": dg.MetadataValue.float(profile["length_words"]["mean"]),
             "drift_score": dg.MetadataValue.float(result["score"]),
+            "drift_threshold": dg.MetadataValue.float(1.0),
             "drifted": dg.MetadataValue.bool(result["drifted"]),
-            "baseline_batches": len(earlier),
-            "drift_report": dg.MetadataValue.md(
-                "| feature | test | value | threshold | drifted |\n|---|---|---|---|---|\n"
-                + features
-                if features
-                else "First batch: no baseline yet."
+            "drifted_features": dg.MetadataValue.json(
+                sorted(k for k, f in result["features"].items() if f["drifted"])
             ),
+            "baseline": dg.MetadataValue.text(result["baseline"] or "none"),
+            "baseline_batches": len(earlier),
+            **per_feature,
+            "drift_report": dg.MetadataValue.md(report),
             "path": dg.MetadataValue.path(str(path)),
         }
     )

@@ -12,6 +12,12 @@ these per source in ``<data root>/sources.toml`` (or the file that
     [sources.my-web-crawl]
     max_reject_rate = 0.05
     allowed_languages = ["en", "de", "fr"]
+    drift_baseline = "rolling"      # earlier batches of the source, pooled
+    drift_window = 5                # ... only the last 5 (0 = all of them)
+
+    [sources.curated]
+    drift_baseline = "pinned"       # always compare with one batch:
+    drift_baseline_batch = "2024-01"   # this one (default: the source's first)
 
 Precedence, per key: the file's ``[sources.<name>]`` table, then a built-in
 entry for that source, then the file's ``[default]``, then the defaults below.
@@ -36,10 +42,19 @@ DEFAULT_ALLOWED_LANGUAGES = ("en",)
 SOURCES_FILE_ENV = "LLAMA_SOURCES_FILE"
 
 
+DRIFT_BASELINES = ("rolling", "pinned")
+
+
 @dataclass(frozen=True)
 class SourcePolicy:
     max_reject_rate: float = DEFAULT_MAX_REJECT_RATE
     allowed_languages: tuple[str, ...] = DEFAULT_ALLOWED_LANGUAGES
+    drift_baseline: str = "rolling"
+    """``rolling``: earlier batches of the source pooled; ``pinned``: one batch."""
+    drift_window: int = 0
+    """Rolling baseline: only the last N earlier batches (0 = every earlier batch)."""
+    drift_baseline_batch: str = ""
+    """Pinned baseline: the batch to compare with (empty = the source's first batch)."""
 
 
 BUILTIN_OVERRIDES: dict[str, dict] = {
@@ -70,6 +85,19 @@ def _overrides(table: object, where: str) -> dict:
         if not isinstance(langs, list) or not all(isinstance(x, str) for x in langs):
             raise SourcesConfigError(f"{where}.allowed_languages must be a list of codes")
         out["allowed_languages"] = tuple(langs)
+    if "drift_baseline" in table:
+        if table["drift_baseline"] not in DRIFT_BASELINES:
+            raise SourcesConfigError(f"{where}.drift_baseline must be one of {DRIFT_BASELINES}")
+        out["drift_baseline"] = table["drift_baseline"]
+    if "drift_window" in table:
+        window = table["drift_window"]
+        if not isinstance(window, int) or isinstance(window, bool) or window < 0:
+            raise SourcesConfigError(f"{where}.drift_window must be an integer >= 0")
+        out["drift_window"] = window
+    if "drift_baseline_batch" in table:
+        if not isinstance(table["drift_baseline_batch"], str):
+            raise SourcesConfigError(f"{where}.drift_baseline_batch must be a batch name")
+        out["drift_baseline_batch"] = table["drift_baseline_batch"]
     return out
 
 
@@ -93,3 +121,26 @@ def source_policy(source: str, config_file: Path | None) -> SourcePolicy:
     policy = replace(SourcePolicy(), **_overrides(data.get("default", {}), "default"))
     policy = replace(policy, **BUILTIN_OVERRIDES.get(source, {}))
     return replace(policy, **_overrides(sources.get(source, {}), f"sources.{source}"))
+
+
+def drift_baseline_keys(
+    policy: SourcePolicy, key: str, earlier: list[str]
+) -> tuple[list[str], str]:
+    """The batch keys whose profiles form `key`'s drift baseline, and its name.
+
+    `earlier` are the batches registered before `key` (any source), oldest first.
+    Only the same source's batches count: a source drifts against itself. A
+    pinned baseline is never the batch itself (the pinned batch has none).
+    """
+    source = key.partition("/")[0]
+    same = [k for k in earlier if k.partition("/")[0] == source]
+    if policy.drift_baseline == "pinned":
+        pinned = f"{source}/{policy.drift_baseline_batch}" if policy.drift_baseline_batch else None
+        target = pinned or (same[0] if same else None)
+        if target is None or target == key or target not in same:
+            return [], f"pinned {target}"
+        return [target], f"pinned {target}"
+    if policy.drift_window:
+        same = same[-policy.drift_window :]
+        return same, f"rolling: last {policy.drift_window} earlier batches pooled"
+    return same, "pooled earlier batches"

@@ -17,6 +17,13 @@ from llama_assets.curate.language import detect_language
 from llama_assets.curate.pii import mask_pii
 from llama_assets.curate.quality import QualityThresholds, quality_failures, quality_signals
 from llama_assets.curate.rejects import Reject
+from llama_assets.curate.review import (
+    DEFAULT_MARGINS,
+    REJECTED_REASON,
+    ReviewMargins,
+    borderline_rules,
+    review_action,
+)
 from llama_assets.ingest.schema import ValidatedDocuments, split_schema_failures
 
 STAGE = "validated_documents"
@@ -28,6 +35,7 @@ class ContentPolicy:
 
     allowed_languages: tuple[str, ...] = ("en",)
     thresholds: QualityThresholds = field(default_factory=QualityThresholds)
+    margins: ReviewMargins = DEFAULT_MARGINS
 
 
 @dataclass
@@ -37,9 +45,39 @@ class ValidationOutcome:
     pii_counts: dict[str, int]
     languages: dict[str, int]
     reject_reasons: dict[str, int]
+    review: list[dict] = field(default_factory=list)
+    """Borderline documents (see curate/review.py), one row each, with their status."""
 
 
-def validate_documents(raw: pl.DataFrame, policy: ContentPolicy) -> ValidationOutcome:
+REVIEW_SCHEMA = {
+    "doc_id": pl.String,
+    "source": pl.String,
+    "batch": pl.String,
+    "path": pl.String,
+    "record": pl.Int64,
+    "status": pl.String,
+    "rule": pl.String,
+    "signal": pl.String,
+    "value": pl.Float64,
+    "threshold": pl.Float64,
+    "distance": pl.Float64,
+    "margin": pl.Float64,
+    "rules": pl.String,
+    "failed_rules": pl.String,
+    "text": pl.String,
+}
+"""Columns of the review queue: the closest borderline rule, and all of them.
+status: held (fails narrowly, waits), passed (passes narrowly, flows on),
+approved (held, approved: flows on), rejected (quarantined review:rejected)."""
+
+_STATUS = {("hold", True): "held", ("keep", True): "approved", ("keep", False): "passed"}
+
+
+def validate_documents(
+    raw: pl.DataFrame, policy: ContentPolicy, decisions: dict[str, str] | None = None
+) -> ValidationOutcome:
+    decisions = decisions or {}
+    review: list[dict] = []
     kept_rows: list[dict] = []
     rejects: list[Reject] = []
     pii_counts: Counter[str] = Counter()
@@ -51,12 +89,38 @@ def validate_documents(raw: pl.DataFrame, policy: ContentPolicy) -> ValidationOu
         language, language_score = detect_language(masked)
         languages[language] += 1
         signals = quality_signals(masked)
+        reason = None
         if language not in policy.allowed_languages:
             reason = f"language:{language}"
-        elif failures := quality_failures(signals, policy.thresholds):
-            reason = "quality:" + ",".join(failures)
         else:
-            reason = None
+            failures = quality_failures(signals, policy.thresholds)
+            near = borderline_rules(signals, policy.thresholds, policy.margins)
+            action = review_action(failures, near, decisions.get(row["doc_id"]))
+            if action == "fail":
+                reason = "quality:" + ",".join(failures)
+            elif action == "reject":
+                reason = REJECTED_REASON
+            if near and action != "fail":
+                closest = min(near, key=lambda b: abs(b.distance))
+                review.append(
+                    {
+                        **{k: row[k] for k in ("doc_id", "source", "batch", "path", "record")},
+                        "status": "rejected"
+                        if action == "reject"
+                        else _STATUS.get((action, bool(failures)), action),
+                        "rule": closest.rule,
+                        "signal": closest.signal,
+                        "value": closest.value,
+                        "threshold": closest.threshold,
+                        "distance": closest.distance,
+                        "margin": float(getattr(policy.margins, closest.rule)),
+                        "rules": ",".join(b.rule for b in near),
+                        "failed_rules": ",".join(failures),
+                        "text": masked,
+                    }
+                )
+            if action == "hold":
+                continue  # in the review queue until a person decides
         if reason:
             reasons[reason.split(":")[0]] += 1
             rejects.append(
@@ -102,7 +166,9 @@ def validate_documents(raw: pl.DataFrame, policy: ContentPolicy) -> ValidationOu
     rejects.extend(schema_rejects)
     if schema_rejects:
         reasons["schema"] += len(schema_rejects)
-    return ValidationOutcome(kept, rejects, dict(pii_counts), dict(languages), dict(reasons))
+    return ValidationOutcome(
+        kept, rejects, dict(pii_counts), dict(languages), dict(reasons), review
+    )
 
 
 def _empty_like(raw: pl.DataFrame) -> pl.DataFrame:

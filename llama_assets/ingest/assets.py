@@ -9,6 +9,7 @@ from llama_assets.curate.rejects import write_rejects
 from llama_assets.curate.shards import ShardWriter
 from llama_assets.curate.sources import source_policy, sources_file
 from llama_assets.ingest.batch import stream_batch
+from llama_assets.ingest.coalesce import LANDING_FINGERPRINT, landing_fingerprint
 from llama_assets.ingest.schema import RAW_SCHEMA
 from llama_assets.layout import split_batch_key
 from llama_assets.partitions import batch_partitions
@@ -47,6 +48,8 @@ def raw_documents(context: dg.AssetExecutionContext, storage: LocalDataRoot):
     source, batch = split_batch_key(key)
     policy = source_policy(source, sources_file(layout.sources_config))
     started = time.perf_counter()
+    # Taken before reading, so a file that lands mid-run makes reconciliation re-ingest.
+    fingerprint = landing_fingerprint(landing)
     out = layout.staging("raw_documents", key)
     with ShardWriter(out, schema=RAW_SCHEMA) as writer:
         loaded = stream_batch(landing, source, batch, writer.write)
@@ -61,6 +64,9 @@ def raw_documents(context: dg.AssetExecutionContext, storage: LocalDataRoot):
         metadata={
             **table_metadata(manifest, out),
             "files": loaded.files,
+            LANDING_FINGERPRINT: fingerprint.digest,
+            "landing_files": fingerprint.files,
+            "landing_bytes": dg.MetadataValue.int(fingerprint.bytes),
             "rejects": rejected,
             "reject_rate": dg.MetadataValue.float(rate),
             "max_reject_rate": dg.MetadataValue.float(policy.max_reject_rate),

@@ -13,7 +13,8 @@ from llama_assets.retrieval.search import search
 from sensors.freshness import freshness_sensor, stale_run_requests
 from tests.landing import land, topic
 
-RETRIEVAL = BATCH_ASSETS[-3:]  # chunks, embeddings, rag_index
+NAMES = [a.key.to_user_string() for a in BATCH_ASSETS]
+RETRIEVAL = [BATCH_ASSETS[NAMES.index(n)] for n in ("chunks", "embeddings", "rag_index")]
 
 
 def materialize(assets, key, instance, resources):
@@ -51,7 +52,7 @@ def test_only_changed_chunks_are_embedded_and_nothing_stale_survives(layout, ins
     (layout.landing_batch(key) / "t5.txt").unlink()
     requests = stale_run_requests(instance)
     assert requests == []  # the landing zone changed, not the shards yet
-    materialize(BATCH_ASSETS[:4], key, instance, resources)  # up to clean_shards
+    materialize(BATCH_ASSETS[: NAMES.index("clean_shards") + 1], key, instance, resources)
     (stale,) = stale_run_requests(instance)
     assert stale.partition_key == key and stale.job_name == "batch_pipeline"
     assert set(stale.asset_selection) == {a.key for a in RETRIEVAL}

@@ -69,7 +69,7 @@ def test_cli_runs_the_whole_graph_then_only_the_new_batch(tmp_path):
     assert (data / "shards/docs/one/manifest.json").is_file()
 
     status = cli(env, "status")
-    assert "docs/one" in status and "7/7 assets materialised" in status
+    assert "docs/one" in status and "9/9 assets materialised" in status
 
     cli(env, "ingest", str(second), "--source", "docs", "--batch", "two")
     out = cli(env, "run", "--max-steps", "12")

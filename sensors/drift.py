@@ -1,0 +1,116 @@
+"""Drift -> retrain: when a batch's data drifts, rebuild what learns from the data.
+
+A batch has drifted when the latest materialisation of its ``corpus_profile``
+(text statistics) or of its ``embedding_drift`` (embedding space) reports
+``drifted`` (drift_score above drift_threshold; see curate/profile.py and
+curate/embedding_drift.py). For such a batch, once its ``clean_shards`` exist,
+the sensor requests ``training_dataset`` (so the snapshot holds the new data),
+and, once a snapshot newer than the drift result exists, the variant chain
+``finetuned_checkpoint -> eval_report -> promoted_model`` for each variant in
+``LLAMA_DRIFT_VARIANTS`` (comma-separated; default ``tiny``). Run keys name the
+batch, so each drifted batch requests each run once however often the sensor
+ticks; a batch below its threshold requests nothing.
+"""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from llama_assets.jobs import dataset_job, model_job
+from llama_assets.partitions import BATCHES
+from llama_assets.training.variants import VARIANTS
+
+DRIFT_ASSETS = (dg.AssetKey("corpus_profile"), dg.AssetKey("embedding_drift"))
+CLEAN_SHARDS = dg.AssetKey("clean_shards")
+TRAINING_DATASET = dg.AssetKey("training_dataset")
+VARIANTS_ENV = "LLAMA_DRIFT_VARIANTS"
+DEFAULT_VARIANTS = ("tiny",)
+
+
+def drift_variants() -> tuple[str, ...]:
+    value = os.environ.get(VARIANTS_ENV, "").strip()
+    chosen = tuple(v.strip() for v in value.split(",") if v.strip()) or DEFAULT_VARIANTS
+    unknown = [v for v in chosen if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"{VARIANTS_ENV}: unknown variants {unknown}; known: {list(VARIANTS)}")
+    return chosen
+
+
+def _latest(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str | None):
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None),
+        limit=1,
+    ).records
+    return records[0] if records else None
+
+
+def drifted_batches(instance: dg.DagsterInstance) -> list[tuple[str, str, float, float]]:
+    """(batch, asset, drift_score, timestamp) of each batch whose latest drift result
+    says drifted, in arrival order (the first drifting asset of a batch)."""
+    found = []
+    for key in instance.get_dynamic_partitions(BATCHES):
+        for asset in DRIFT_ASSETS:
+            record = _latest(instance, asset, key)
+            if record is None:
+                continue
+            metadata = record.asset_materialization.metadata
+            drifted = metadata.get("drifted")
+            if drifted is not None and drifted.value:
+                score = metadata["drift_score"].value if "drift_score" in metadata else 0.0
+                found.append((key, asset.to_user_string(), float(score), record.timestamp))
+                break
+    return found
+
+
+def drift_run_requests(
+    instance: dg.DagsterInstance, variants: tuple[str, ...] = DEFAULT_VARIANTS
+) -> list[dg.RunRequest]:
+    requests = []
+    dataset = _latest(instance, TRAINING_DATASET, None)
+    for key, asset, score, drifted_at in drifted_batches(instance):
+        shards = _latest(instance, CLEAN_SHARDS, key)
+        if shards is None:
+            continue  # the snapshot would not hold the batch yet
+        tags = {"llama/reason": f"drift in {asset} of {key} (score {score:.2f})"}
+        if dataset is None or dataset.timestamp < max(drifted_at, shards.timestamp):
+            requests.append(
+                dg.RunRequest(
+                    job_name=dataset_job.name, run_key=f"drift:{key}:training_dataset", tags=tags
+                )
+            )
+            continue  # the model chain follows on a later tick, on the new snapshot
+        for variant in variants:
+            requests.append(
+                dg.RunRequest(
+                    job_name=model_job.name,
+                    partition_key=variant,
+                    run_key=f"drift:{key}:{variant}",
+                    tags=tags,
+                )
+            )
+    # Several drifted batches need one snapshot: one request, the first batch's key.
+    seen: set[str] = set()
+    unique = []
+    for request in requests:
+        group = request.job_name if request.job_name == dataset_job.name else request.run_key
+        if group not in seen:
+            seen.add(group)
+            unique.append(request)
+    return unique
+
+
+@dg.sensor(
+    jobs=[dataset_job, model_job],
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="When a batch's corpus or embedding drift is above its threshold: "
+    "training_dataset, then fine-tune -> eval -> promote for each variant of "
+    "LLAMA_DRIFT_VARIANTS (default tiny); once per drifted batch.",
+)
+def drift_sensor(context: dg.SensorEvaluationContext):
+    requests = drift_run_requests(context.instance, drift_variants())
+    if not requests:
+        return dg.SkipReason("no batch has drifted above its threshold")
+    return dg.SensorResult(run_requests=requests)

@@ -1,0 +1,63 @@
+"""Corrupt or truncated tables are rebuilt, never read silently.
+
+Every reader verifies each shard's size and sha256 against the manifest
+(llama_assets/tables.py). On a mismatch the reading step fails, without
+retries, with metadata naming the table, the asset that owns it and the
+partition. This sensor turns that failure into a run that re-materialises the
+owner and everything downstream of it in the batch pipeline for that
+partition: the owner rewrites the table from its own (verified) upstream, and
+the step that failed then reads a correct one. If the upstream is corrupt too,
+that run fails the same way and the repair walks one step further up.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from llama_assets.jobs import BATCH_ASSETS, batch_job, dataset_job
+from llama_assets.tables import CORRUPT_TABLE
+
+
+def repair_selection(owner: str) -> list[dg.AssetKey]:
+    """The owner and its downstream batch assets, in the batch pipeline's order."""
+    selected = dg.AssetSelection.assets(owner).downstream() & dg.AssetSelection.assets(
+        *BATCH_ASSETS
+    )
+    keys = selected.resolve(BATCH_ASSETS)
+    return [a.key for a in BATCH_ASSETS if a.key in keys]
+
+
+def repair_requests(run_id: str, failures: list[dg.DagsterEvent]) -> list[dg.RunRequest]:
+    requests: dict[tuple[str, str], dg.RunRequest] = {}
+    for event in failures:
+        data = event.step_failure_data
+        user = data.user_failure_data if data else None
+        metadata = user.metadata if user else {}
+        if CORRUPT_TABLE not in metadata or not metadata["owner_asset"].value:
+            continue
+        owner, key = metadata["owner_asset"].value, metadata["partition"].value
+        requests[(owner, key)] = dg.RunRequest(
+            partition_key=key,
+            asset_selection=repair_selection(owner),
+            run_key=f"rebuild:{run_id}:{owner}:{key}",
+            tags={"llama/rebuild": owner, "llama/corrupt_table": metadata[CORRUPT_TABLE].value},
+        )
+    return list(requests.values())
+
+
+@dg.run_failure_sensor(
+    name="corrupt_table_repair_sensor",
+    monitored_jobs=[batch_job, dataset_job],
+    request_job=batch_job,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="When a run fails on a corrupt or truncated table, re-materialises the "
+    "asset that owns the table and everything downstream of it, for that partition.",
+)
+def corrupt_table_repair_sensor(context: dg.RunFailureSensorContext):
+    requests = repair_requests(context.dagster_run.run_id, context.get_step_failure_events())
+    for request in requests:
+        context.log.warning(
+            f"rebuilding {request.tags['llama/corrupt_table']}: re-materialising "
+            f"{request.tags['llama/rebuild']} for {request.partition_key}"
+        )
+    return requests or dg.SkipReason("the run did not fail on a corrupt table")
