@@ -11,6 +11,7 @@ from llama_assets.curate.quality import (
     QualityThresholds,
     quality_failures,
     quality_signals,
+    quality_signals_batch,
 )
 
 PROSE = (
@@ -140,3 +141,70 @@ def test_thresholds_override_per_source() -> None:
     assert dataclasses.replace(lenient, min_words=50) == QualityThresholds()
     with pytest.raises(dataclasses.FrozenInstanceError):
         lenient.min_words = 1  # type: ignore[misc]
+
+
+EDGE_CASES = [
+    "",
+    " ",
+    "   \n\t \r\n  \x0b\x0c ",
+    "--- >>> ### ... … !!! «» “” •",
+    "• one\n‣ two...\n◦ three…\n▪ x\n● y\n- four\n* five\n– six\nplain.\n  - indented",
+    "Wait...\nReally…\nNo!\nYes?\n'quoted'\n\"quoted\"\n“curly”\n’tis’\nend.",
+    "Ça va? Ünïcödé naïve — “quoted” ’tis ſtraße ﬁne Straße ΣΊΣΥΦΟΣ 日本語のテキスト",
+    "javaſcript\nJAVASCRIPT\njavascripẗ here\nJava Script\nplain",
+    "LOREM IPSUM\nlorem\u00a0ipsum\nlorem\nipsum",
+    "THE The tHe of OF ﬀ ſ the, (and) «with» tHaT-have to... be! ",
+    "word " * 20000,
+    "x" * 50000,
+    "same line\nsame line\n  same line  \nother\n\n\nsame line\n\tother\t",
+    "\x1c a\x1fb\u3000c\u2028d\x85e\u00a0f\u200bg\u2009h",
+    "dict {x} and f'{y}' #tag ## #",
+    "12 3.5 -- 42% $5 ..... .... ……",
+    "\U0001d400\U0001d401 \u02b0 \u01c5 \u0660\u0661 \u2160 a\u0301",
+    "line\r\nline\r\n\r\nline \r\n",
+]
+
+
+def test_batch_equals_per_document() -> None:
+    from pydoc_data.topics import topics
+
+    texts = list(topics.values()) + EDGE_CASES
+    batch = quality_signals_batch(texts)
+    assert tuple(batch) == SIGNAL_NAMES
+    for i, text in enumerate(texts):
+        expected = quality_signals(text)
+        for name in SIGNAL_NAMES:
+            got = batch[name][i]
+            assert isinstance(got, float)
+            if name in ("q_word_count", "q_stop_word_count") or name in (
+                "q_lorem_ipsum",
+                "q_curly_brace",
+            ):
+                assert got == expected[name], (name, text[:80])
+            else:
+                assert got == pytest.approx(expected[name], rel=0, abs=1e-9), (name, text[:80])
+
+
+def test_batch_of_nothing() -> None:
+    assert quality_signals_batch([]) == {name: [] for name in SIGNAL_NAMES}
+
+
+def test_batch_character_classes_match_python() -> None:
+    """The batch path spells out Python's whitespace and letters; check them."""
+    import sys
+
+    import polars as pl
+
+    from llama_assets.curate import quality
+
+    codes = [c for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF]
+    chars = pl.Series([chr(c) for c in codes])
+    assert set(quality._WHITESPACE) == {chr(c) for c in codes if chr(c).isspace()}
+    is_alpha = chars.str.contains(quality._alpha_class()).to_list()
+    assert [chr(c) for c, a in zip(codes, is_alpha, strict=True) if a != chr(c).isalpha()] == []
+    # Case-insensitive stop-word letters: only ASCII letters fold onto them.
+    letters = set("".join(quality.GOPHER_STOP_WORDS))
+    folded = chars.str.contains("(?i)^[" + "".join(sorted(letters)) + "]$").to_list()
+    assert [
+        chr(c) for c, f in zip(codes, folded, strict=True) if f != (chr(c).casefold() in letters)
+    ] == []
