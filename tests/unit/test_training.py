@@ -71,18 +71,6 @@ SHORT = TrainConfig(
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    return train_bpe_tokenizer(synthetic_corpus(), vocab_size=SMALL.vocab_size)
-
-
-@pytest.fixture(scope="module")
-def blocks(tokenizer) -> torch.Tensor:
-    return pack_token_ids(
-        tokenize_texts(tokenizer, synthetic_corpus()), SHORT.seq_len, tokenizer.eos_token_id
-    )
-
-
-@pytest.fixture(scope="module")
 def trained(tokenizer, blocks):
     return finetune_lora(build_tiny_llama(SMALL, tokenizer, seed=0), blocks, SHORT, "cpu")
 

@@ -19,8 +19,6 @@ import pytest
 import torch
 
 from llama_assets.training.base_model import build_tiny_llama
-from llama_assets.training.dataset import pack_token_ids, tokenize_texts
-from llama_assets.training.tokenizer import train_bpe_tokenizer
 from llama_assets.training.trainer import (
     LOOP_STATE_FILE,
     TRAINABLE_FILE,
@@ -29,21 +27,9 @@ from llama_assets.training.trainer import (
     trainable_state,
     training_checkpoints,
 )
-from tests.unit.test_training import SHORT, SMALL, synthetic_corpus
+from tests.unit.test_training import SHORT, SMALL
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return train_bpe_tokenizer(synthetic_corpus(), vocab_size=SMALL.vocab_size)
-
-
-@pytest.fixture(scope="module")
-def blocks(tokenizer) -> torch.Tensor:
-    return pack_token_ids(
-        tokenize_texts(tokenizer, synthetic_corpus()), SHORT.seq_len, tokenizer.eos_token_id
-    )
 
 
 @pytest.fixture(scope="module")
