@@ -12,6 +12,16 @@ from llama_assets.layout import DataLayout
 TOPIC_KEYS = sorted(k for k, v in topics.items() if len(v.split()) > 400)
 
 
+# A paragraph in German, for the language layer.
+GERMAN = (
+    "Die Funktion gibt eine Liste der Namen im aktuellen lokalen Gültigkeitsbereich zurück. "
+    "Wenn ein Argument angegeben ist, wird versucht, eine Liste der gültigen Attribute für "
+    "dieses Objekt zurückzugeben. Das ist nicht immer vollständig, und die Liste ist "
+    "alphabetisch sortiert. Die Namen werden von der Methode bestimmt, die das Objekt dafür "
+    "bereitstellt, und sonst aus dem Wörterbuch des Objekts und seiner Klasse gesammelt."
+)
+
+
 def topic(i: int) -> str:
     return topics[TOPIC_KEYS[i]].strip()
 

@@ -22,7 +22,7 @@ not borderline are ignored (a clear failure is not overridden by hand).
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 from llama_assets.atomic import atomic_open
@@ -182,6 +182,3 @@ def ensure_decisions_file(path: Path) -> None:
     if not path.exists():
         with atomic_open(path, "w", encoding="utf-8", newline="\n") as fh:
             fh.write(",".join(DECISION_COLUMNS) + "\n")
-
-
-MARGIN_NAMES = tuple(f.name for f in fields(ReviewMargins))

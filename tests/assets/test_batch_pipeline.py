@@ -13,15 +13,7 @@ import pytest
 from llama_assets.ingest.readers import make_doc_id
 from llama_assets.jobs import BATCH_ASSETS
 from llama_assets.partitions import BATCHES
-from tests.landing import jsonl, land, read_jsonl, topic
-
-GERMAN = (
-    "Die Funktion gibt eine Liste der Namen im aktuellen lokalen Gültigkeitsbereich zurück. "
-    "Wenn ein Argument angegeben ist, wird versucht, eine Liste der gültigen Attribute für "
-    "dieses Objekt zurückzugeben. Das ist nicht immer vollständig, und die Liste ist "
-    "alphabetisch sortiert. Die Namen werden von der Methode bestimmt, die das Objekt dafür "
-    "bereitstellt, und sonst aus dem Wörterbuch des Objekts und seiner Klasse gesammelt."
-)
+from tests.landing import GERMAN, jsonl, land, read_jsonl, topic
 
 
 def near_copy(text: str) -> str:

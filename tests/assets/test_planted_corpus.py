@@ -18,7 +18,7 @@ from llama_assets.curate.assets import (
 from llama_assets.ingest.assets import raw_documents
 from llama_assets.ingest.readers import make_doc_id
 from llama_assets.partitions import BATCHES
-from tests.landing import jsonl, land, read_jsonl, topic
+from tests.landing import GERMAN, jsonl, land, read_jsonl, topic
 
 KEY = "planted/b1"
 FRENCH = (
@@ -26,13 +26,6 @@ FRENCH = (
     "est donné, elle essaie de renvoyer la liste des attributs valides pour cet objet. Le "
     "résultat n'est pas toujours complet, et la liste est triée par ordre alphabétique. Les "
     "noms sont fournis par la méthode de l'objet, sinon par le dictionnaire de sa classe."
-)
-GERMAN = (
-    "Die Funktion gibt eine Liste der Namen im aktuellen lokalen Gültigkeitsbereich zurück. "
-    "Wenn ein Argument angegeben ist, wird versucht, eine Liste der gültigen Attribute für "
-    "dieses Objekt zurückzugeben. Das ist nicht immer vollständig, und die Liste ist "
-    "alphabetisch sortiert. Die Namen werden von der Methode bestimmt, die das Objekt dafür "
-    "bereitstellt, und sonst aus dem Wörterbuch des Objekts und seiner Klasse gesammelt."
 )
 PII = {
     "email": "jane.doe@example.org",
