@@ -17,6 +17,7 @@ Results: benchmarks/results/data_stage.{json,md}.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -173,26 +174,28 @@ def make_corpus(n: int, out: Path, seed: int = 0) -> dict:
 
 
 def run_ours(landing: Path, work: Path) -> dict:
-    from llama_assets.curate.clean import DedupStats, deduplicate_batch
+    """The stage as the assets run it: streamed parts, validation and MinHash in
+    worker processes (one per CPU), the persistent dedup index, shard writers."""
+    from llama_assets.curate.clean import DedupStats, deduplicate_batch, fingerprint_part
     from llama_assets.curate.dedup_index import DedupIndex
-    from llama_assets.curate.shards import ShardWriter, iter_shards
+    from llama_assets.curate.shards import ShardWriter
     from llama_assets.curate.validate import ContentPolicy, validate_documents
     from llama_assets.ingest.batch import stream_batch
     from llama_assets.ingest.schema import RAW_SCHEMA
+    from llama_assets.tables import map_table
 
     policy = ContentPolicy()
     started = time.perf_counter()
     with ShardWriter(work / "raw", schema=RAW_SCHEMA) as raw:
         stream_batch(landing, "bench", "b1", raw.write)
     with ShardWriter(work / "validated") as validated:
-        for part in iter_shards(work / "raw"):
-            validated.write(validate_documents(part, policy).kept)
+        for outcome in map_table(work / "raw", validate_documents, policy):
+            validated.write(outcome.kept)
     stats = DedupStats()
     index = DedupIndex(work / "index.sqlite")
+    parts = map_table(work / "validated", fingerprint_part)
     with ShardWriter(work / "shards") as shards:
-        for _, kept in deduplicate_batch(
-            iter_shards(work / "validated"), index, "bench/b1", [], stats
-        ):
+        for _, kept in deduplicate_batch(parts, index, "bench/b1", [], stats):
             shards.write(kept)
     seconds = time.perf_counter() - started
     removed = {json_record(d.doc_id, work) for d in stats.decisions}
@@ -256,9 +259,44 @@ def run_baseline(landing: Path, work: Path) -> dict:
     return {"seconds": seconds, "kept": len(kept), "removed_records": sorted(removed)}
 
 
+class PeakMemory:
+    """Peak RSS of this process plus its worker processes, sampled every 50 ms
+    (a sum of RSS: shared library pages are counted once per process)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        import psutil
+
+        self.peak = 0
+        self._process = psutil.Process()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        import psutil
+
+        while not self._stop.wait(0.05):
+            total = 0
+            for process in [self._process, *self._process.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):  # a worker that just exited
+                    total += process.memory_info().rss
+            self.peak = max(self.peak, total)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def child(kind: str, landing: str, work: str) -> None:
-    result = (run_ours if kind == "ours" else run_baseline)(Path(landing), Path(work))
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with PeakMemory() as memory:
+        result = (run_ours if kind == "ours" else run_baseline)(Path(landing), Path(work))
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    result["peak_rss_mb"] = max(memory.peak, own) / 2**20
     print(json.dumps(result))
 
 

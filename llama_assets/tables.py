@@ -8,13 +8,23 @@ never consumes a torn or corrupted file silently.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import dagster as dg
 import polars as pl
 
-from llama_assets.curate.shards import CorruptShardError, iter_shards, scan_shards, write_shards
+from llama_assets.curate.shards import (
+    CorruptShardError,
+    read_shard,
+    scan_shards,
+    shard_list,
+    write_shards,
+)
+from llama_assets.parallel import map_parts
+
+R = TypeVar("R")
 
 CORRUPT_TABLE = "corrupt_table"
 """Metadata key of the Failure raised on a corrupt table; the repair sensor reads it."""
@@ -78,14 +88,39 @@ def read_table(out_dir: Path, columns: list[str] | None = None) -> pl.DataFrame:
 
 def iter_table(out_dir: Path, columns: list[str] | None = None) -> Iterator[pl.DataFrame]:
     """A table part by part (bounded memory), each part checksummed before it is read."""
+    return map_table(out_dir, _identity, columns=columns, workers=1)
+
+
+def map_table(
+    out_dir: Path,
+    fn: Callable[..., R],
+    *args: object,
+    columns: list[str] | None = None,
+    workers: int | None = None,
+) -> Iterator[R]:
+    """`fn(part, *args)` for each checksummed part of a table, in part order,
+    computed in worker processes (see llama_assets/parallel.py; `fn` must be a
+    module-level function). A missing or corrupt table raises the same Failure
+    as `read_table`."""
     if not (out_dir / "manifest.json").exists():
         raise dg.Failure(
             f"{out_dir} has no manifest.json: materialise the upstream partition first"
         )
     try:
-        yield from iter_shards(out_dir, columns)
+        shards = shard_list(out_dir)
+        tasks = [(out_dir, shard, columns) for shard in shards]
+        yield from map_parts(_apply_to_shard, tasks, fn, args, workers=workers)
     except CorruptShardError as error:
         raise corrupt_table_failure(error, out_dir) from error
+
+
+def _apply_to_shard(task: tuple, fn: Callable[..., R], args: tuple) -> R:
+    out_dir, shard, columns = task
+    return fn(read_shard(out_dir, shard, columns), *args)
+
+
+def _identity(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame
 
 
 def manifest_digest(manifest: dict) -> str:

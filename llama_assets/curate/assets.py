@@ -9,7 +9,7 @@ import dagster as dg
 import polars as pl
 
 from llama_assets.atomic import atomic_open, atomic_write_json
-from llama_assets.curate.clean import DedupStats, deduplicate_batch
+from llama_assets.curate.clean import DedupStats, deduplicate_batch, fingerprint_part
 from llama_assets.curate.dedup_index import DedupIndex
 from llama_assets.curate.profile import (
     ProfileAccumulator,
@@ -26,7 +26,7 @@ from llama_assets.ingest.assets import raw_documents
 from llama_assets.layout import split_batch_key
 from llama_assets.partitions import batch_partitions, earlier_batch_keys
 from llama_assets.policies import IO_RETRY
-from llama_assets.tables import iter_table, read_table, table_metadata, write_table
+from llama_assets.tables import iter_table, map_table, read_table, table_metadata, write_table
 from resources.storage import LocalDataRoot
 
 
@@ -62,12 +62,12 @@ def validated_documents(
     rejects: list[Reject] = []
     counts: dict[str, Counter] = {"reasons": Counter(), "pii": Counter(), "languages": Counter()}
     raw_rows = 0
-    # Part by part: memory is bounded by one part of the raw table.
+    # Part by part, in worker processes: memory is bounded by a few parts.
+    raw_dir = layout.staging("raw_documents", key)
     with ShardWriter(out) as writer:
-        for raw in iter_table(layout.staging("raw_documents", key)):
-            outcome = validate_documents(raw, policy, decisions)
+        for outcome in map_table(raw_dir, validate_documents, policy, decisions):
             review.extend(outcome.review)
-            raw_rows += raw.height
+            raw_rows += outcome.rows
             writer.write(outcome.kept)
             rejects.extend(outcome.rejects)
             counts["reasons"].update(outcome.reject_reasons)
@@ -228,8 +228,9 @@ def clean_shards(context: dg.AssetExecutionContext, storage: LocalDataRoot) -> d
     removed: list[Reject] = []
     columns = ["doc_id", "source", "batch", "path", "title", "text", "language", "messages"]
     out = layout.shards(key)
-    # Part by part against the persistent index: memory is bounded by one part.
-    parts = iter_table(layout.staging("validated_documents", key))
+    # Part by part against the persistent index: memory is bounded by a few
+    # parts. Their MinHash signatures are computed in worker processes.
+    parts = map_table(layout.staging("validated_documents", key), fingerprint_part)
     with ShardWriter(out) as writer:
         for part, kept in deduplicate_batch(parts, index, key, earlier, stats):
             before = len(stats.decisions) - (part.height - kept.height)

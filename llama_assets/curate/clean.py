@@ -1,7 +1,8 @@
 """Deduplication of one batch, part by part, against the persistent index.
 
-Each part of the validated table is hashed and MinHashed, its candidates are
-looked up in the persistent `DedupIndex` (earlier batches, plus this batch's
+Each part of the validated table is hashed and MinHashed (the costly part,
+independent per part, so it runs in worker processes: `fingerprint_part`),
+its candidates are looked up in the persistent `DedupIndex` (earlier batches, plus this batch's
 parts already processed), verified, and its survivors are added to the index
 under this batch's key before the next part. Memory is bounded by one part
 plus its candidates, whatever the batch or corpus size.
@@ -21,9 +22,8 @@ import polars as pl
 
 from llama_assets.curate.dedup import (
     DedupDecision,
-    content_hash,
     find_duplicates,
-    minhash_signatures,
+    fingerprints,
 )
 from llama_assets.curate.dedup_index import DedupIndex
 
@@ -46,8 +46,24 @@ class DedupStats:
         return len(self.decisions) - self.exact
 
 
+@dataclass
+class FingerprintedPart:
+    """A part of the validated table with each document's content hash and
+    MinHash signature (computed in a worker process; see `fingerprint_part`)."""
+
+    docs: pl.DataFrame
+    hashes: list[str]
+    signatures: np.ndarray
+
+
+def fingerprint_part(docs: pl.DataFrame) -> FingerprintedPart:
+    """The expensive, independent half of deduplicating a part."""
+    hashes, signatures = fingerprints(docs["text"].to_list(), num_perm=NUM_PERM)
+    return FingerprintedPart(docs, hashes, signatures)
+
+
 def deduplicate_part(
-    docs: pl.DataFrame,
+    part: pl.DataFrame | FingerprintedPart,
     index: DedupIndex,
     batch_key: str,
     batch_order: Sequence[str],
@@ -59,14 +75,10 @@ def deduplicate_part(
     `batch_order` is every batch that counts as earlier, oldest first, ending
     with `batch_key` itself (whose entries are this batch's earlier parts).
     """
-    texts = docs["text"].to_list()
+    if isinstance(part, pl.DataFrame):
+        part = fingerprint_part(part)
+    docs, hashes, signatures = part.docs, part.hashes, part.signatures
     doc_ids = docs["doc_id"].to_list()
-    hashes = [content_hash(t) for t in texts]
-    signatures = (
-        minhash_signatures(texts, num_perm=NUM_PERM)
-        if texts
-        else np.zeros((0, NUM_PERM), dtype=np.uint32)
-    )
     prior = index.lookup(hashes, signatures, batch_order)
     order = {k: i for i, k in enumerate(batch_order)}
     decisions = find_duplicates(
@@ -95,15 +107,16 @@ def deduplicate_part(
 
 
 def deduplicate_batch(
-    parts: Iterable[pl.DataFrame],
+    parts: Iterable[pl.DataFrame | FingerprintedPart],
     index: DedupIndex,
     batch_key: str,
     earlier_batches: Sequence[str],
     stats: DedupStats,
 ) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
     """(part, its survivors) for each part of a batch, in order (see the module
-    docstring)."""
+    docstring). Parts may come fingerprinted already (`fingerprint_part`)."""
     index.forget_batch(batch_key)
     order = [*[b for b in earlier_batches if b != batch_key], batch_key]
     for part in parts:
-        yield part, deduplicate_part(part, index, batch_key, order, stats)
+        kept = deduplicate_part(part, index, batch_key, order, stats)
+        yield (part.docs if isinstance(part, FingerprintedPart) else part), kept

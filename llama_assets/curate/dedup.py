@@ -55,7 +55,9 @@ CHUNK_SHINGLES = 16_384
 """Shingles hashed per vectorised step: bounds the (shingles x num_perm)
 uint64 working array to ~16 MiB at 128 permutations."""
 
-_MAX_UINT32 = np.uint64(0xFFFFFFFF)
+FINGERPRINT_CHUNK = 2_048
+"""Texts shingled together (see `fingerprints`)."""
+
 _SHIFT_32 = np.uint64(32)
 _NON_WORD = re.compile(r"[^\w\s]+")
 _ASCII_NON_WORD = bytes(c for c in range(128) if _NON_WORD.match(chr(c)))
@@ -97,8 +99,11 @@ def normalise_for_hash(text: str) -> str:
 
 def content_hash(text: str) -> str:
     """Hash of the normalised text (sha256, first 32 hex characters)."""
-    normalised = normalise_for_hash(text).encode("utf-8", "surrogatepass")
-    return hashlib.sha256(normalised).hexdigest()[:32]
+    return _hash_normalised(normalise_for_hash(text))
+
+
+def _hash_normalised(normalised: str) -> str:
+    return hashlib.sha256(normalised.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:
@@ -110,26 +115,47 @@ def _mix64(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
-def shingle_hashes(text: str, ngram: int = DEFAULT_NGRAM) -> np.ndarray:
-    """64-bit hashes of the word n-grams of `text` (normalised as for hashing).
+def _shingles(normalised: Sequence[str], ngram: int) -> tuple[np.ndarray, np.ndarray]:
+    """64-bit hashes of the word n-grams of every (normalised) text, concatenated,
+    and the number of shingles of each text.
 
-    A text shorter than `ngram` words is one shingle of all its words; an empty
-    text has no shingles.
+    A shingle combines the CRC-32 of its words, weighted by position. The words
+    of all texts are hashed as one array and the n-grams are formed across it;
+    n-grams that would span two texts are dropped. A text shorter than `ngram`
+    words is one shingle of all its words; an empty text has none.
     """
     if ngram > len(_POSITION_MULTIPLIERS):
         raise ValueError(f"ngram must be at most {len(_POSITION_MULTIPLIERS)}")
-    words = normalise_for_hash(text).encode("utf-8", "surrogatepass").split()
-    if not words:
-        return np.empty(0, dtype=np.uint64)
-    word_hashes = np.array(list(map(zlib.crc32, words)), dtype=np.uint64)
-    width = min(ngram, len(words))
-    count = len(words) - width + 1
-    combined = np.zeros(count, dtype=np.uint64)
-    for k in range(width):
-        combined += word_hashes[k : k + count] * _POSITION_MULTIPLIERS[k]
+    words = [text.encode("utf-8", "surrogatepass").split() for text in normalised]
+    lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
+    flat = np.fromiter(
+        map(zlib.crc32, itertools.chain.from_iterable(words)),
+        dtype=np.uint64,
+        count=int(lengths.sum()),
+    )
+    # width[i]: the shingle width of text i; first[i]: index of its first word.
+    width = np.minimum(lengths, ngram)
+    first = np.cumsum(lengths) - lengths
+    counts = np.where(lengths > 0, lengths - width + 1, 0)
+    # Start word of every shingle, in text order.
+    starts = np.repeat(first, counts) + (
+        np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    )
+    widths = np.repeat(width, counts).astype(np.uint64)
+    combined = np.zeros(len(starts), dtype=np.uint64)
+    padded = np.concatenate([flat, np.zeros(ngram, dtype=np.uint64)])
+    for k in range(ngram):
+        # Words past a short text's width must not count: weight them by 0.
+        weight = np.where(widths > k, _POSITION_MULTIPLIERS[k], np.uint64(0))
+        combined += padded[starts + k] * weight
     # Shingles of different widths (short texts) must not collide with each other.
-    combined += np.uint64(width)
-    return _mix64(combined)
+    combined += widths
+    return _mix64(combined), counts
+
+
+def shingle_hashes(text: str, ngram: int = DEFAULT_NGRAM) -> np.ndarray:
+    """64-bit hashes of the word n-grams of `text` (normalised as for hashing)."""
+    return _shingles([normalise_for_hash(text)], ngram)[0]
 
 
 def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -138,6 +164,27 @@ def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     a = rng.integers(0, 2**64, size=num_perm, dtype=np.uint64) | np.uint64(1)
     b = rng.integers(0, 2**64, size=num_perm, dtype=np.uint64)
     return a, b
+
+
+def _signatures(shingles: np.ndarray, counts: np.ndarray, num_perm: int, seed: int) -> np.ndarray:
+    """MinHash signatures from concatenated shingles (see `minhash_signatures`)."""
+    a, b = _permutations(num_perm, seed)
+    out = np.full((len(counts), num_perm), np.iinfo(np.uint64).max, dtype=np.uint64)
+    owner = np.repeat(np.arange(len(counts)), counts)
+    # Chunks of ~CHUNK_SHINGLES shingles bound the (num_perm, shingles) array.
+    for start in range(0, len(shingles), CHUNK_SHINGLES):
+        piece = shingles[start : start + CHUNK_SHINGLES]
+        owners = owner[start : start + CHUNK_SHINGLES]
+        # (num_perm, shingles) layout: reducing along the contiguous axis is
+        # ~6x faster than the transposed one.
+        hashed = a[:, None] * piece[None, :]
+        hashed += b[:, None]
+        bounds = np.flatnonzero(np.diff(owners, prepend=-1))
+        # The minimum of the full 64-bit value has the minimal top 32 bits too.
+        mins = np.minimum.reduceat(hashed, bounds, axis=1)
+        rows = owners[bounds]
+        out[rows] = np.minimum(out[rows], mins.T)
+    return (out >> _SHIFT_32).astype(np.uint32)
 
 
 def minhash_signatures(
@@ -149,45 +196,28 @@ def minhash_signatures(
     """MinHash signatures of `texts`, shape (len(texts), num_perm), uint32.
 
     Permutation i maps a shingle hash x to (a_i * x + b_i) mod 2**64 >> 32
-    (multiply-shift). Shingles of several documents are hashed together in
-    chunks of ~CHUNK_SHINGLES to amortise numpy call overhead. A text without
-    words gets all-ones (0xFFFFFFFF) signatures.
+    (multiply-shift). A text without words gets all-ones (0xFFFFFFFF) signatures.
     """
-    a, b = _permutations(num_perm, seed)
-    out = np.full((len(texts), num_perm), np.iinfo(np.uint64).max, dtype=np.uint64)
+    return fingerprints(texts, num_perm, ngram, seed)[1]
 
-    pending: list[np.ndarray] = []
-    owners: list[int] = []
-    pending_size = 0
 
-    def flush() -> None:
-        nonlocal pending_size
-        if not pending:
-            return
-        shingles = np.concatenate(pending)
-        starts = np.cumsum([0] + [len(p) for p in pending[:-1]])
-        # (num_perm, shingles) layout: reducing along the contiguous axis is
-        # ~6x faster than the transposed one.
-        hashed = a[:, None] * shingles[None, :]
-        hashed += b[:, None]
-        # The minimum of the full 64-bit value has the minimal top 32 bits too.
-        mins = np.minimum.reduceat(hashed, starts, axis=1)
-        np.minimum.at(out, np.asarray(owners), mins.T)
-        pending.clear()
-        owners.clear()
-        pending_size = 0
+def fingerprints(
+    texts: Sequence[str],
+    num_perm: int = DEFAULT_NUM_PERM,
+    ngram: int = DEFAULT_NGRAM,
+    seed: int = DEFAULT_SEED,
+) -> tuple[list[str], np.ndarray]:
+    """`content_hash` and `minhash_signatures` of every text, normalising each once.
 
-    for index, text in enumerate(texts):
-        hashes = shingle_hashes(text, ngram)
-        for start in range(0, len(hashes), CHUNK_SHINGLES):
-            piece = hashes[start : start + CHUNK_SHINGLES]
-            pending.append(piece)
-            owners.append(index)
-            pending_size += len(piece)
-            if pending_size >= CHUNK_SHINGLES:
-                flush()
-    flush()
-    return (out >> _SHIFT_32).astype(np.uint32)
+    Texts are shingled FINGERPRINT_CHUNK at a time: their word lists and
+    shingle arrays are the working memory."""
+    hashes: list[str] = []
+    signatures = [np.zeros((0, num_perm), dtype=np.uint32)]
+    for start in range(0, len(texts), FINGERPRINT_CHUNK):
+        normalised = [normalise_for_hash(t) for t in texts[start : start + FINGERPRINT_CHUNK]]
+        hashes.extend(_hash_normalised(n) for n in normalised)
+        signatures.append(_signatures(*_shingles(normalised, ngram), num_perm, seed))
+    return hashes, np.concatenate(signatures)
 
 
 def _band_keys(band: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ are earlier, so a batch never matches its own earlier copy nor later batches.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 from contextlib import closing
@@ -25,12 +26,15 @@ import numpy as np
 
 from llama_assets.curate.dedup import DEFAULT_BANDS, DEFAULT_NUM_PERM, DEFAULT_ROWS, band_keys
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""v2: integer document ids and one (key, doc) band table without rowids, a
+third of v1's write cost; v1 files are migrated in place when opened."""
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS docs (
-    doc_id TEXT PRIMARY KEY,
+    id INTEGER PRIMARY KEY,
+    doc_id TEXT NOT NULL UNIQUE,
     batch_key TEXT NOT NULL,
     content_hash TEXT NOT NULL,
     signature BLOB NOT NULL
@@ -38,14 +42,15 @@ CREATE TABLE IF NOT EXISTS docs (
 CREATE INDEX IF NOT EXISTS docs_by_batch ON docs (batch_key);
 CREATE INDEX IF NOT EXISTS docs_by_hash ON docs (content_hash);
 CREATE TABLE IF NOT EXISTS bands (
-    band INTEGER NOT NULL,
     key INTEGER NOT NULL,
-    doc_id TEXT NOT NULL,
-    batch_key TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS bands_by_key ON bands (band, key);
-CREATE INDEX IF NOT EXISTS bands_by_batch ON bands (batch_key);
+    doc INTEGER NOT NULL,
+    PRIMARY KEY (key, doc)
+) WITHOUT ROWID;
 """
+
+# One distinct odd constant per band, XORed into its keys, so that all bands
+# share one table and one B-tree without keys of different bands matching.
+_BAND_SALT = np.uint64(0x9E3779B97F4A7C15)
 
 
 @dataclass
@@ -71,23 +76,81 @@ class DedupIndex:
         self.path = Path(path)
         self.num_perm, self.bands, self.rows = num_perm, bands, rows
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        params = f"v{SCHEMA_VERSION}:perm={num_perm}:bands={bands}x{rows}"
         with closing(self._connect()) as db, db:
-            db.executescript(_DDL)
-            params = f"v{SCHEMA_VERSION}:perm={num_perm}:bands={bands}x{rows}"
+            db.execute("BEGIN IMMEDIATE")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+            )
             found = db.execute("SELECT value FROM meta WHERE key='params'").fetchone()
-            if found is None:
-                db.execute("INSERT INTO meta VALUES ('params', ?)", (params,))
-            elif found[0] != params:
+            if found is not None and found[0] == params.replace("v2:", "v1:", 1):
+                self._migrate_v1(db)
+            elif found is not None and found[0] != params:
                 raise ValueError(
                     f"{self.path} was built with {found[0]}, not {params}: signatures are "
                     "incomparable; delete the file and re-materialise clean_shards"
                 )
+            for statement in _DDL.split(";"):
+                db.execute(statement)
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('params', ?)", (params,))
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=60)
+        # Transactions are explicit (BEGIN IMMEDIATE: writers queue, never deadlock).
+        db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         return db
+
+    def _keys(self, signatures: np.ndarray) -> np.ndarray:
+        """(n, bands) int64 band keys, salted per band."""
+        keys = band_keys(signatures, self.bands, self.rows)
+        keys ^= np.arange(1, self.bands + 1, dtype=np.uint64) * _BAND_SALT
+        return keys.view(np.int64)
+
+    def _insert(self, db: sqlite3.Connection, batch_key, doc_ids, hashes, signatures) -> None:
+        first = db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM docs").fetchone()[0]
+        ids = range(first, first + len(doc_ids))
+        db.executemany(
+            "INSERT INTO docs VALUES (?, ?, ?, ?, ?)",
+            zip(
+                ids,
+                doc_ids,
+                [batch_key] * len(doc_ids),
+                hashes,
+                map(bytes, signatures),
+                strict=True,
+            ),
+        )
+        keys = self._keys(signatures)
+        db.executemany(
+            "INSERT INTO bands VALUES (?, ?)",
+            zip(
+                keys.ravel().tolist(), np.repeat(np.asarray(ids), self.bands).tolist(), strict=True
+            ),
+        )
+
+    def _migrate_v1(self, db: sqlite3.Connection) -> None:
+        """Rewrite a v1 file (text-keyed bands) as v2, from the stored signatures."""
+        db.execute("DROP TABLE bands")
+        db.execute("DROP INDEX IF EXISTS docs_by_batch")
+        db.execute("DROP INDEX IF EXISTS docs_by_hash")
+        db.execute("ALTER TABLE docs RENAME TO docs_v1")
+        for statement in _DDL.split(";"):
+            db.execute(statement)
+        rows = db.execute(
+            "SELECT doc_id, batch_key, content_hash, signature FROM docs_v1 ORDER BY rowid"
+        ).fetchall()
+        for batch in sorted({r[1] for r in rows}):
+            mine = [r for r in rows if r[1] == batch]
+            signatures = np.frombuffer(b"".join(r[3] for r in mine), np.uint32)
+            self._insert(
+                db,
+                batch,
+                [r[0] for r in mine],
+                [r[2] for r in mine],
+                signatures.reshape(len(mine), self.num_perm),
+            )
+        db.execute("DROP TABLE docs_v1")
 
     def replace_batch(
         self,
@@ -101,29 +164,20 @@ class DedupIndex:
         """Make `batch_key`'s entries exactly these documents (atomically).
 
         With `keep_existing` the documents are added to the batch's entries
-        instead (a batch written shard by shard).
+        instead (a batch written shard by shard). A doc_id already indexed
+        (under any batch) is replaced.
         """
         signatures = np.ascontiguousarray(signatures, dtype=np.uint32)
-        keys = band_keys(signatures, self.bands, self.rows).view(np.int64)
         with closing(self._connect()) as db, db:
+            db.execute("BEGIN IMMEDIATE")
+            stale = "SELECT id FROM docs WHERE doc_id IN (SELECT value FROM json_each(?))"
+            db.execute(f"DELETE FROM bands WHERE doc IN ({stale})", (json.dumps(list(doc_ids)),))
+            db.execute(f"DELETE FROM docs WHERE id IN ({stale})", (json.dumps(list(doc_ids)),))
             if not keep_existing:
+                mine = "SELECT id FROM docs WHERE batch_key = ?"
+                db.execute(f"DELETE FROM bands WHERE doc IN ({mine})", (batch_key,))
                 db.execute("DELETE FROM docs WHERE batch_key = ?", (batch_key,))
-                db.execute("DELETE FROM bands WHERE batch_key = ?", (batch_key,))
-            db.executemany(
-                "INSERT OR REPLACE INTO docs VALUES (?, ?, ?, ?)",
-                (
-                    (d, batch_key, h, s.tobytes())
-                    for d, h, s in zip(doc_ids, hashes, signatures, strict=True)
-                ),
-            )
-            db.executemany(
-                "INSERT INTO bands VALUES (?, ?, ?, ?)",
-                (
-                    (band, int(keys[i, band]), doc_id, batch_key)
-                    for i, doc_id in enumerate(doc_ids)
-                    for band in range(self.bands)
-                ),
-            )
+            self._insert(db, batch_key, list(doc_ids), list(hashes), signatures)
 
     def forget_batch(self, batch_key: str) -> None:
         self.replace_batch(batch_key, [], [], np.zeros((0, self.num_perm), np.uint32))
@@ -141,28 +195,25 @@ class DedupIndex:
         empty = PriorDocuments([], [], [], np.zeros((0, self.num_perm), np.uint32))
         if not earlier or len(hashes) == 0:
             return empty
-        keys = band_keys(signatures, self.bands, self.rows).view(np.int64)
+        keys = np.unique(self._keys(signatures)).tolist()
         with closing(self._connect()) as db:
-            db.execute("CREATE TEMP TABLE q_batches (batch_key TEXT PRIMARY KEY)")
-            db.execute("CREATE TEMP TABLE q_hashes (content_hash TEXT PRIMARY KEY)")
-            db.execute("CREATE TEMP TABLE q_bands (band INTEGER, key INTEGER)")
-            db.executemany("INSERT INTO q_batches VALUES (?)", ((b,) for b in earlier))
-            db.executemany("INSERT OR IGNORE INTO q_hashes VALUES (?)", ((h,) for h in hashes))
-            db.executemany(
-                "INSERT INTO q_bands VALUES (?, ?)",
-                ((band, int(key)) for row in keys for band, key in enumerate(row.tolist())),
-            )
+            # The query values travel as JSON arrays (json_each), not row by row.
             rows = db.execute(
                 """
-                SELECT d.doc_id, d.batch_key, d.content_hash, d.signature FROM docs d
-                WHERE d.batch_key IN (SELECT batch_key FROM q_batches) AND d.doc_id IN (
-                    SELECT doc_id FROM docs
-                    WHERE content_hash IN (SELECT content_hash FROM q_hashes)
+                SELECT doc_id, batch_key, content_hash, signature FROM docs
+                WHERE batch_key IN (SELECT value FROM json_each(:batches)) AND id IN (
+                    SELECT id FROM docs
+                    WHERE content_hash IN (SELECT value FROM json_each(:hashes))
                     UNION
-                    SELECT b.doc_id FROM q_bands q JOIN bands b ON b.band = q.band AND b.key = q.key
+                    SELECT doc FROM bands WHERE key IN (SELECT value FROM json_each(:keys))
                 )
-                ORDER BY d.doc_id
-                """
+                ORDER BY doc_id
+                """,
+                {
+                    "batches": json.dumps(earlier),
+                    "hashes": json.dumps(list(hashes)),
+                    "keys": json.dumps(keys),
+                },
             ).fetchall()
         if not rows:
             return empty

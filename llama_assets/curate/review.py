@@ -22,8 +22,11 @@ not borderline are ignored (a clear failure is not overridden by hand).
 from __future__ import annotations
 
 import csv
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from llama_assets.atomic import atomic_open
 from llama_assets.curate.quality import QualityThresholds
@@ -68,63 +71,69 @@ class Borderline:
     """Signed distance to the threshold: >= 0 passes the rule, < 0 fails it."""
 
 
-def rule_distances(signals: dict[str, float], t: QualityThresholds) -> list[Borderline]:
-    """Each numeric rule's signed distance from its threshold (rules that are off
-    - a minimum of 0 - are left out)."""
-    s = signals
-    mwl = s["q_mean_word_length"]
-    nearer = (
-        t.min_mean_word_length
-        if abs(mwl - t.min_mean_word_length) <= abs(t.max_mean_word_length - mwl)
-        else t.max_mean_word_length
-    )
-    rows = [
-        ("gopher_min_words", "q_word_count", t.min_words, s["q_word_count"] - t.min_words),
-        ("gopher_max_words", "q_word_count", t.max_words, t.max_words - s["q_word_count"]),
+def _rules(t: QualityThresholds) -> list[tuple[str, str, str, float | tuple[float, float]]]:
+    """(rule, signal, kind, threshold) of each numeric rule; kind is "min", "max"
+    or "range" (a (low, high) pair). Rules that are off are left out."""
+    rules = [
+        ("gopher_min_words", "q_word_count", "min", t.min_words),
+        ("gopher_max_words", "q_word_count", "max", t.max_words),
         (
             "gopher_mean_word_length",
             "q_mean_word_length",
-            nearer,
-            min(mwl - t.min_mean_word_length, t.max_mean_word_length - mwl),
+            "range",
+            (t.min_mean_word_length, t.max_mean_word_length),
         ),
-        ("gopher_hash_ratio", "q_hash_word_ratio", t.max_hash_word_ratio, None),
-        ("gopher_ellipsis_ratio", "q_ellipsis_word_ratio", t.max_ellipsis_word_ratio, None),
-        ("gopher_bullet_lines", "q_bullet_line_fraction", t.max_bullet_line_fraction, None),
-        ("gopher_ellipsis_lines", "q_ellipsis_line_fraction", t.max_ellipsis_line_fraction, None),
+        ("gopher_hash_ratio", "q_hash_word_ratio", "max", t.max_hash_word_ratio),
+        ("gopher_ellipsis_ratio", "q_ellipsis_word_ratio", "max", t.max_ellipsis_word_ratio),
+        ("gopher_bullet_lines", "q_bullet_line_fraction", "max", t.max_bullet_line_fraction),
         (
-            "gopher_alpha_words",
-            "q_alpha_word_fraction",
-            t.min_alpha_word_fraction,
-            s["q_alpha_word_fraction"] - t.min_alpha_word_fraction,
+            "gopher_ellipsis_lines",
+            "q_ellipsis_line_fraction",
+            "max",
+            t.max_ellipsis_line_fraction,
         ),
-        (
-            "gopher_stop_words",
-            "q_stop_word_count",
-            t.min_stop_words,
-            s["q_stop_word_count"] - t.min_stop_words,
-        ),
+        ("gopher_alpha_words", "q_alpha_word_fraction", "min", t.min_alpha_word_fraction),
+        ("gopher_stop_words", "q_stop_word_count", "min", t.min_stop_words),
         (
             "c4_terminal_punctuation",
             "q_terminal_punct_line_fraction",
+            "min",
             t.min_terminal_punct_line_fraction,
-            s["q_terminal_punct_line_fraction"] - t.min_terminal_punct_line_fraction,
         ),
-        ("c4_javascript", "q_javascript_line_fraction", t.max_javascript_line_fraction, None),
-        ("duplicate_lines", "q_duplicate_line_fraction", t.max_duplicate_line_fraction, None),
+        ("c4_javascript", "q_javascript_line_fraction", "max", t.max_javascript_line_fraction),
+        ("duplicate_lines", "q_duplicate_line_fraction", "max", t.max_duplicate_line_fraction),
         (
             "duplicate_line_chars",
             "q_duplicate_line_char_fraction",
+            "max",
             t.max_duplicate_line_char_fraction,
-            None,
         ),
     ]
+    # A minimum of 0 turns the terminal-punctuation rule off.
+    return [r for r in rules if not (r[0] == "c4_terminal_punctuation" and r[3] <= 0)]
+
+
+def _distance(kind: str, threshold, value):
+    """Signed distance of `value` (a float or an array) from a rule's threshold,
+    and the threshold it is measured from (the nearer end of a range)."""
+    if kind == "min":
+        return value - threshold, threshold
+    if kind == "max":
+        return threshold - value, threshold
+    low, high = threshold
+    nearer = np.where(np.abs(value - low) <= np.abs(high - value), low, high)
+    return np.minimum(value - low, high - value), nearer
+
+
+def rule_distances(signals: dict[str, float], t: QualityThresholds) -> list[Borderline]:
+    """Each numeric rule's signed distance from its threshold (rules that are off
+    - a minimum of 0 - are left out)."""
     out = []
-    for rule, signal, threshold, distance in rows:
-        if rule == "c4_terminal_punctuation" and threshold <= 0:
-            continue  # the rule is off
-        if distance is None:  # a maximum: distance is threshold - value
-            distance = threshold - s[signal]
-        out.append(Borderline(rule, signal, float(s[signal]), float(threshold), float(distance)))
+    for rule, signal, kind, threshold in _rules(t):
+        distance, nearest = _distance(kind, threshold, signals[signal])
+        out.append(
+            Borderline(rule, signal, float(signals[signal]), float(nearest), float(distance))
+        )
     return out
 
 
@@ -139,6 +148,22 @@ def borderline_rules(
         for d in rule_distances(signals, thresholds)
         if getattr(margins, d.rule) > 0 and abs(d.distance) <= getattr(margins, d.rule)
     ]
+
+
+def any_borderline(
+    signals: Mapping[str, np.ndarray],
+    thresholds: QualityThresholds,
+    margins: ReviewMargins = DEFAULT_MARGINS,
+) -> np.ndarray:
+    """For many documents at once (signal name -> array of values): whether
+    `borderline_rules` of each would be non-empty."""
+    out = np.zeros(len(signals["q_word_count"]), dtype=bool)
+    for rule, signal, kind, threshold in _rules(thresholds):
+        margin = getattr(margins, rule)
+        if margin > 0:
+            distance, _ = _distance(kind, threshold, np.asarray(signals[signal]))
+            out |= np.abs(distance) <= margin
+    return out
 
 
 def review_action(failures: list[str], borderline: list[Borderline], decision: str | None) -> str:

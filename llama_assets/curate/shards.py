@@ -23,9 +23,10 @@ from llama_assets.atomic import sha256_file, staged_dir
 
 MANIFEST = "manifest.json"
 PART_TEMPLATE = "part-{index:05d}.parquet"
-DEFAULT_MAX_ROWS = 50_000
-"""Rows per part: ~100-200 MB of text at typical document sizes, small enough
-to stream part by part, large enough that per-file overhead is negligible."""
+DEFAULT_MAX_ROWS = 10_000
+"""Rows per part: ~10-50 MB of text at typical document sizes. Stages stream
+a table part by part (and spread parts over processes), so this bounds their
+memory whatever the batch size; per-file overhead is still negligible."""
 
 COMPRESSION = "zstd"
 
@@ -34,8 +35,12 @@ class CorruptShardError(RuntimeError):
     """A shard set does not match its manifest."""
 
     def __init__(self, out_dir: Path, problems: list[str]) -> None:
-        self.problems = problems
+        self.out_dir, self.problems = out_dir, problems
         super().__init__(f"shards in {out_dir} failed verification: " + "; ".join(problems))
+
+    def __reduce__(self):
+        # Raised in worker processes too: pickle the constructor's arguments.
+        return (type(self), (self.out_dir, self.problems))
 
 
 def write_shards(
@@ -166,20 +171,30 @@ def iter_shards(
     just before it is read (CorruptShardError on a mismatch), so memory stays
     bounded by one part while nothing damaged is read silently.
     """
-    out_dir = Path(out_dir)
+    for shard in shard_list(out_dir):
+        yield read_shard(out_dir, shard, columns, verify)
+
+
+def shard_list(out_dir: Path) -> list[dict[str, Any]]:
+    """The manifest's entries of a shard set's parts (CorruptShardError if it is unreadable)."""
     try:
-        manifest = read_manifest(out_dir)
-    except (OSError, ValueError) as exc:
-        raise CorruptShardError(out_dir, [f"{MANIFEST} unreadable: {exc}"]) from exc
-    for shard in manifest["shards"]:
-        path = out_dir / shard["file"]
-        if verify:
-            if not path.is_file():
-                raise CorruptShardError(out_dir, [f"{shard['file']}: missing"])
-            if path.stat().st_size != shard["bytes"] or sha256_file(path) != shard["sha256"]:
-                raise CorruptShardError(out_dir, [f"{shard['file']}: size or sha256 mismatch"])
-        frame = pl.read_parquet(path)
-        yield frame.select(columns) if columns else frame
+        return read_manifest(out_dir)["shards"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise CorruptShardError(Path(out_dir), [f"{MANIFEST} unreadable: {exc}"]) from exc
+
+
+def read_shard(
+    out_dir: Path, shard: dict[str, Any], columns: list[str] | None = None, verify: bool = True
+) -> pl.DataFrame:
+    """One part of a shard set (an entry of `shard_list`), checked against the manifest."""
+    path = Path(out_dir) / shard["file"]
+    if verify:
+        if not path.is_file():
+            raise CorruptShardError(Path(out_dir), [f"{shard['file']}: missing"])
+        if path.stat().st_size != shard["bytes"] or sha256_file(path) != shard["sha256"]:
+            raise CorruptShardError(Path(out_dir), [f"{shard['file']}: size or sha256 mismatch"])
+    frame = pl.read_parquet(path)
+    return frame.select(columns) if columns else frame
 
 
 def read_manifest(out_dir: Path) -> dict[str, Any]:

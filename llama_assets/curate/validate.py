@@ -11,22 +11,23 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 
+import numpy as np
 import polars as pl
 
-from llama_assets.curate.language import detect_language
-from llama_assets.curate.pii import mask_pii
+from llama_assets.curate.language import detect_languages
+from llama_assets.curate.pii import mask_pii, mask_pii_batch
 from llama_assets.curate.quality import (
     SIGNAL_NAMES,
     QualityThresholds,
     quality_failures,
-    quality_signals,
-    quality_signals_batch,
+    quality_signals_frame,
 )
 from llama_assets.curate.rejects import Reject
 from llama_assets.curate.review import (
     DEFAULT_MARGINS,
     REJECTED_REASON,
     ReviewMargins,
+    any_borderline,
     borderline_rules,
     review_action,
 )
@@ -46,6 +47,8 @@ class ContentPolicy:
 
 @dataclass
 class ValidationOutcome:
+    rows: int
+    """Documents validated (kept, rejected and held)."""
     kept: pl.DataFrame
     rejects: list[Reject]
     pii_counts: dict[str, int]
@@ -82,54 +85,49 @@ _STATUS = {("hold", True): "held", ("keep", True): "approved", ("keep", False): 
 def validate_documents(
     raw: pl.DataFrame, policy: ContentPolicy, decisions: dict[str, str] | None = None
 ) -> ValidationOutcome:
+    """Mask, identify and score one part of the raw table, then keep, quarantine
+    or hold each document.
+
+    Every step runs over the whole part at once (vectorised PII prefilters,
+    language identification and quality signals, each equal to its per-document
+    function); only the decision per document is a Python loop.
+    """
     decisions = decisions or {}
     review: list[dict] = []
-    kept_rows: list[dict] = []
     rejects: list[Reject] = []
-    pii_counts: Counter[str] = Counter()
-    languages: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
-    rows = list(raw.iter_rows(named=True))
-    # Masking comes first; the quality signals of the whole part are then computed
-    # at once (vectorised, equal to `quality_signals` of each masked text).
-    masked_rows = [mask_pii(row["text"]) for row in rows]
-    part_signals = quality_signals_batch([masked for masked, _ in masked_rows])
-    for i, row in enumerate(rows):
-        masked, counts = masked_rows[i]
+    pii_counts: Counter[str] = Counter()
+    masked_counts = mask_pii_batch(raw["text"].to_list())
+    for _, counts in masked_counts:
         pii_counts.update(counts)
-        language, language_score = detect_language(masked)
-        languages[language] += 1
-        signals = {k: part_signals[k][i] for k in SIGNAL_NAMES}
+    masked = [text for text, _ in masked_counts]
+    identified = detect_languages(masked)
+    languages = Counter(language for language, _ in identified)
+    signals = quality_signals_frame(masked)
+    near_any = any_borderline(
+        {k: signals[k].to_numpy() for k in SIGNAL_NAMES}, policy.thresholds, policy.margins
+    )
+    keep = np.zeros(raw.height, dtype=bool)
+    meta = raw.select("doc_id", "source", "batch", "path", "record").iter_rows(named=True)
+    for i, (row, doc_signals) in enumerate(zip(meta, signals.iter_rows(named=True), strict=True)):
+        language = identified[i][0]
         reason = None
         if language not in policy.allowed_languages:
             reason = f"language:{language}"
         else:
-            failures = quality_failures(signals, policy.thresholds)
-            near = borderline_rules(signals, policy.thresholds, policy.margins)
+            failures = quality_failures(doc_signals, policy.thresholds)
+            near = (
+                borderline_rules(doc_signals, policy.thresholds, policy.margins)
+                if near_any[i]
+                else []
+            )
             action = review_action(failures, near, decisions.get(row["doc_id"]))
             if action == "fail":
                 reason = "quality:" + ",".join(failures)
             elif action == "reject":
                 reason = REJECTED_REASON
             if near and action != "fail":
-                closest = min(near, key=lambda b: abs(b.distance))
-                review.append(
-                    {
-                        **{k: row[k] for k in ("doc_id", "source", "batch", "path", "record")},
-                        "status": "rejected"
-                        if action == "reject"
-                        else _STATUS.get((action, bool(failures)), action),
-                        "rule": closest.rule,
-                        "signal": closest.signal,
-                        "value": closest.value,
-                        "threshold": closest.threshold,
-                        "distance": closest.distance,
-                        "margin": float(getattr(policy.margins, closest.rule)),
-                        "rules": ",".join(b.rule for b in near),
-                        "failed_rules": ",".join(failures),
-                        "text": masked,
-                    }
-                )
+                review.append(_review_row(row, near, action, failures, policy, masked[i]))
             if action == "hold":
                 continue  # in the review queue until a person decides
         if reason:
@@ -142,51 +140,66 @@ def validate_documents(
                     record=row["record"],
                     stage=STAGE,
                     reason=reason,
-                    excerpt=masked[:200],
+                    excerpt=masked[i][:200],
                 )
             )
             continue
-        messages = row.get("messages")
-        if messages is not None:
-            # Instruction records: every message is masked too (counted once, in text).
-            messages = json.dumps(
-                [{**m, "content": mask_pii(m["content"])[0]} for m in json.loads(messages)],
-                ensure_ascii=False,
-            )
-        kept_rows.append(
-            {
-                **row,
-                "messages": messages,
-                "text": masked,
-                "language": language,
-                "language_score": float(language_score),
-                "pii_total": int(sum(counts.values())),
-                **{k: float(v) for k, v in signals.items()},
-            }
-        )
-    kept = (
-        # Raw columns keep their dtypes even when a part holds only nulls in one.
-        pl.DataFrame(kept_rows, infer_schema_length=None).cast(
-            {**dict(raw.schema), "messages": pl.String}
-        )
-        if kept_rows
-        else _empty_like(raw)
-    )
+        keep[i] = True
+    kept = raw.with_columns(
+        pl.Series("text", masked, pl.String),
+        _masked_messages(raw),
+        pl.Series("language", [language for language, _ in identified], pl.String),
+        pl.Series("language_score", [float(score) for _, score in identified], pl.Float64),
+        pl.Series("pii_total", [sum(counts.values()) for _, counts in masked_counts], pl.Int64),
+        *signals.get_columns(),
+    ).filter(pl.Series(keep))
     # The table this stage writes is schema-checked too (layer 1 on its output).
     kept, schema_rejects = split_schema_failures(kept, ValidatedDocuments)
     rejects.extend(schema_rejects)
     if schema_rejects:
         reasons["schema"] += len(schema_rejects)
     return ValidationOutcome(
-        kept, rejects, dict(pii_counts), dict(languages), dict(reasons), review
+        raw.height, kept, rejects, dict(pii_counts), dict(languages), dict(reasons), review
     )
 
 
-def _empty_like(raw: pl.DataFrame) -> pl.DataFrame:
-    signals = quality_signals("")
-    return raw.clear().with_columns(
-        pl.lit(None, pl.String).alias("language"),
-        pl.lit(None, pl.Float64).alias("language_score"),
-        pl.lit(None, pl.Int64).alias("pii_total"),
-        *[pl.lit(None, pl.Float64).alias(k) for k in signals],
+def _review_row(
+    row: dict, near: list, action: str, failures: list[str], policy: ContentPolicy, text: str
+) -> dict:
+    """The review-queue entry of a borderline document: its closest rule, and all."""
+    closest = min(near, key=lambda b: abs(b.distance))
+    return {
+        **row,
+        "status": "rejected"
+        if action == "reject"
+        else _STATUS.get((action, bool(failures)), action),
+        "rule": closest.rule,
+        "signal": closest.signal,
+        "value": closest.value,
+        "threshold": closest.threshold,
+        "distance": closest.distance,
+        "margin": float(getattr(policy.margins, closest.rule)),
+        "rules": ",".join(b.rule for b in near),
+        "failed_rules": ",".join(failures),
+        "text": text,
+    }
+
+
+def _masked_messages(raw: pl.DataFrame) -> pl.Series:
+    """Instruction records' messages with every message masked too (their PII is
+    counted once, in the text)."""
+    if "messages" not in raw.columns:
+        return pl.Series("messages", [None] * raw.height, pl.String)
+    return pl.Series(
+        "messages",
+        [
+            None
+            if messages is None
+            else json.dumps(
+                [{**m, "content": mask_pii(m["content"])[0]} for m in json.loads(messages)],
+                ensure_ascii=False,
+            )
+            for messages in raw["messages"].to_list()
+        ],
+        pl.String,
     )

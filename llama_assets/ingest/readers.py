@@ -8,10 +8,17 @@ stays bounded by the largest single record (or whole-file document), never by
 the batch. Every problem - an unparseable line, a binary file, a missing text
 field - becomes a `Reject` with a reason instead of an exception, because bad
 input must never crash a run nor vanish silently.
+
+Text may be UTF-8, UTF-16 with a BOM, or legacy cp1252/latin-1 (see
+`decode_line`). Bytes that are none of these are never guessed at nor replaced:
+their record (a line of JSON lines, a CSV row, a whole file otherwise) is
+rejected as "invalid_utf8" ("invalid_utf16" in a file with a UTF-16 BOM), and
+so is a JSON string holding a lone surrogate, which no UTF-8 output can store.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import hashlib
@@ -82,7 +89,10 @@ _UTF8_BOM = b"\xef\xbb\xbf"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 # C0 controls except \t \n \r: removed from every text.
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
-_SURROGATES = re.compile(r"[\ud800-\udfff]")
+# C0 controls except \t \n \r \f: legacy-encoded text holding one is not text.
+_IMPLAUSIBLE_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0e-\x1f]")
+# Undecodable bytes as `decode_line` marks them: U+DC00 + byte.
+_UNDECODABLE = re.compile(r"[\udc00-\udcff]")
 _TEXT_CONTROL_BYTES = frozenset(b"\t\n\r\f\b\x1b")
 _NON_TEXT_BYTES = frozenset(range(0x20)) - _TEXT_CONTROL_BYTES | {0x7F}
 
@@ -156,35 +166,91 @@ def make_doc_id(source: str, batch: str, path: str, record: int) -> str:
 
 
 def clean_text(text: str) -> str:
-    """Drop C0 control characters (NUL included) and normalise line endings to \\n.
-
-    Lone surrogates (JSON can encode them as "\\ud800") become U+FFFD: they
-    cannot be written as UTF-8, so Arrow/Parquet would refuse the text later.
-    """
+    """Drop C0 control characters (NUL included) and normalise line endings to \\n."""
     text = _CONTROL_CHARS.sub("", text)
-    text = _SURROGATES.sub("\ufffd", text)
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     return text
 
 
-def decode_bytes(data: bytes) -> str:
-    """Decode bytes of unknown encoding without ever failing.
+def _mark_undecodable(exc: UnicodeError) -> tuple[str, int]:
+    """Codec error handler: each undecodable byte becomes U+DC00 + byte.
 
-    UTF-8 (with or without BOM) first, UTF-16 only when a BOM says so, then
-    cp1252 (the usual "ANSI" text from Windows), then latin-1, which maps every
-    byte and so always succeeds.
+    Python's "surrogateescape" does this for bytes >= 0x80 only; UTF-16 errors
+    also cover bytes below. Strict decoding never yields a lone surrogate, so
+    one in decoded text always marks bytes that were not text.
     """
-    if data.startswith(_UTF8_BOM):
-        return data[len(_UTF8_BOM) :].decode("utf-8", errors="replace")
+    if not isinstance(exc, UnicodeDecodeError):
+        raise exc
+    return "".join(chr(0xDC00 + b) for b in exc.object[exc.start : exc.end]), exc.end
+
+
+_MARK = "llama-mark-undecodable"
+codecs.register_error(_MARK, _mark_undecodable)
+
+
+def decode_line(line: bytes) -> str:
+    """Decode one line: UTF-8, else plausible cp1252, else marked as undecodable.
+
+    Not UTF-8, a line is taken as cp1252 (Windows "ANSI"; for text it agrees
+    with latin-1, whose 0x80-0x9F are C1 controls) when every byte is defined
+    there and no C0 control but tab, newline, CR or form feed appears. Anything
+    else is not text in any encoding we can tell apart: its undecodable bytes
+    become U+DCxx marks (see `_mark_undecodable`), for the reader to reject.
+    """
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    try:
+        legacy = line.decode("cp1252")
+    except UnicodeDecodeError:
+        legacy = None
+    if legacy is not None and not _IMPLAUSIBLE_CONTROLS.search(legacy):
+        return legacy
+    return line.decode("utf-8", errors=_MARK)
+
+
+def decode_bytes(data: bytes) -> str:
+    """Decode a whole file; undecodable bytes come back marked, never replaced.
+
+    UTF-8 (with or without BOM) first, UTF-16 only when a BOM says so; a file
+    that is not UTF-8 throughout is decoded line by line (`decode_line`), so
+    one legacy line does not turn a UTF-8 file's other lines into mojibake.
+    """
     if data[:2] in _UTF16_BOMS:
-        return data.decode("utf-16", errors="replace")
-    for encoding in ("utf-8", "cp1252"):
-        try:
-            return data.decode(encoding)
-        except UnicodeDecodeError:
-            pass
-    return data.decode("latin-1")
+        return data.decode("utf-16", errors=_MARK)
+    if data.startswith(_UTF8_BOM):
+        data = data[len(_UTF8_BOM) :]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "".join(decode_line(line) for line in data.splitlines(keepends=True))
+
+
+def has_surrogates(text: str) -> bool:
+    """Whether `text` holds a lone surrogate: an undecodable-byte mark, or a JSON
+    escape such as "\\ud800". Such text cannot be written as UTF-8 (Parquet, an
+    index); encoding is how we ask, as it is several times faster than a regex."""
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def undecodable_excerpt(text: str) -> str:
+    """The part of `text` around its first undecodable byte, marks as \\xNN escapes.
+
+    Starts a little before that byte, so a reject's excerpt shows the bad bytes
+    even deep in a long line or file.
+    """
+    match = _UNDECODABLE.search(text)
+    start = max(0, match.start() - EXCERPT_CHARS // 4) if match else 0
+    part = text[start : start + EXCERPT_CHARS * 2]
+    return _UNDECODABLE.sub(lambda m: f"\\x{ord(m.group()) - 0xDC00:02x}", part)
 
 
 def looks_binary(head: bytes) -> bool:
@@ -262,6 +328,8 @@ class _Reader:
         self.rel = rel
         self.format, self.compression = _split_suffix(file.name)
         self.gzipped = self.compression is not None
+        # Reason for bytes that are not text; `read` makes it invalid_utf16 after a BOM.
+        self.undecodable = "invalid_utf8"
 
     # -- building results -------------------------------------------------
 
@@ -276,6 +344,10 @@ class _Reader:
             excerpt=make_excerpt(raw),
         )
 
+    def reject_undecodable(self, record: int | None, text: str) -> Reject:
+        """A Reject for decoded text holding undecodable-byte marks."""
+        return self.reject(record, self.undecodable, undecodable_excerpt(text))
+
     def document(
         self,
         record: int,
@@ -284,12 +356,16 @@ class _Reader:
         raw: str | bytes | None = None,
         messages: str | None = None,
     ) -> Document | Reject:
-        """A Document, or a Reject when the cleaned text is empty or too large."""
+        """A Document, or a Reject when the cleaned text is empty or too large, or
+        it or the title is not valid Unicode (a lone surrogate, from a JSON escape)."""
         text = clean_text(text)
         if not text.strip():
             return self.reject(record, "empty_text", text if raw is None else raw)
         if len(text) > MAX_DOCUMENT_CHARS:
             return self.reject(record, "too_large", text if raw is None else raw)
+        for value in (text, title):
+            if value is not None and has_surrogates(value):
+                return self.reject(record, "invalid_utf8", value if raw is None else raw)
         if title is not None:
             title = " ".join(clean_text(title).split())[:MAX_TITLE_CHARS] or None
         return Document(
@@ -355,6 +431,8 @@ class _Reader:
                 if looks_binary(head):
                     yield self.reject(None, "binary_content", head)
                     return
+                if head[:2] in _UTF16_BOMS:
+                    self.undecodable = "invalid_utf16"
             if self.format == "jsonl":
                 for item in self.read_jsonl():
                     record = item.record
@@ -394,6 +472,9 @@ class _Reader:
             if not line.strip():
                 continue
             count += 1
+            if has_surrogates(line):
+                yield self.reject_undecodable(index, line)
+                continue
             try:
                 obj = json.loads(line)
             except (ValueError, RecursionError):
@@ -408,17 +489,18 @@ class _Reader:
 
         Deciding per line keeps one stray cp1252 byte from re-decoding (or
         rejecting) a whole UTF-8 file. UTF-16 files (BOM) decode as a stream.
+        Undecodable bytes are marked (`decode_line`) for the caller to reject.
         """
         with self.open() as fh:
             head = fh.peek(2)[:2] if hasattr(fh, "peek") else b""
             if head in _UTF16_BOMS:
-                text = io.TextIOWrapper(fh, encoding="utf-16", errors="replace", newline="")
+                text = io.TextIOWrapper(fh, encoding="utf-16", errors=_MARK, newline="")
                 yield from enumerate(text)
                 return
             for index, raw in enumerate(fh):
                 if index == 0 and raw.startswith(_UTF8_BOM):
                     raw = raw[len(_UTF8_BOM) :]
-                yield index, decode_bytes(raw)
+                yield index, decode_line(raw)
 
     def read_csv(self) -> Iterator[Document | Reject]:
         # Documents can be long; the csv module's default field limit is 128 KiB.
@@ -439,6 +521,9 @@ class _Reader:
             if not row:
                 continue
             count += 1
+            if any(has_surrogates(value) for value in row):
+                yield self.reject_undecodable(index, ",".join(row))
+                continue
             obj = dict(zip(names, row, strict=False))
             yield self.from_mapping(index, obj, ",".join(row))
         if count == 0:
@@ -480,6 +565,9 @@ class _Reader:
             yield self.reject(None, "too_large", data[:SNIFF_BYTES])
             return
         text = decode_bytes(data)
+        if has_surrogates(text):
+            yield self.reject_undecodable(None, text)
+            return
         if self.format == "json":
             yield from self.read_json(text)
         elif self.format in ("html", "htm"):

@@ -16,6 +16,7 @@ from llama_assets.curate.dedup import (
     content_hash,
     estimated_jaccard,
     find_duplicates,
+    fingerprints,
     minhash_signatures,
     near_duplicate_pairs,
     normalise_for_hash,
@@ -179,6 +180,32 @@ def test_signatures_are_deterministic_across_processes() -> None:
     }
     in_process = minhash_signatures(["the quick brown fox jumps over the lazy dog"])[0][:4]
     assert outputs == {f"{in_process.tolist()}\n"}
+
+
+def test_signatures_are_stable_across_versions() -> None:
+    """The persistent dedup index compares new signatures with stored ones: any
+    change to shingling or hashing must change SCHEMA_VERSION, not these values."""
+    texts = [
+        "the quick brown fox jumps over the lazy dog",
+        "a b",
+        "Ünïcode café words here and there again",
+    ]
+    hashes, sigs = fingerprints(texts)
+    assert sigs[:, :4].tolist() == [
+        [614161345, 609377001, 570750749, 320355779],
+        [3683298642, 2096877342, 1067976734, 2431533746],
+        [2353317219, 380077032, 562840936, 858858272],
+    ]
+    assert hashes == [content_hash(t) for t in texts]
+    assert content_hash("Hello, World!") == "b94d27b9934d3e08a52e52d7da7dabfa"
+
+
+def test_part_shingling_equals_per_text_shingling() -> None:
+    rng = random.Random(5)
+    texts = ["", "one", "two words", _doc(rng, 4), _doc(rng, 5), _doc(rng, 300), "x y z"]
+    together = minhash_signatures(texts)
+    for i, text in enumerate(texts):
+        assert np.array_equal(minhash_signatures([text])[0], together[i])
 
 
 def test_lsh_pairs() -> None:

@@ -107,3 +107,40 @@ def test_lookup_returns_only_earlier_batches(index) -> None:
     index.replace_batch("s/b2", ["y"], ["h"], sig)
     assert index.lookup(["h"], sig, ["s/b1"]).doc_ids == ["x"]
     assert index.lookup(["h"], sig, []).doc_ids == []
+
+
+_V1_DDL = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE docs (doc_id TEXT PRIMARY KEY, batch_key TEXT NOT NULL,
+    content_hash TEXT NOT NULL, signature BLOB NOT NULL);
+CREATE INDEX docs_by_batch ON docs (batch_key);
+CREATE INDEX docs_by_hash ON docs (content_hash);
+CREATE TABLE bands (band INTEGER NOT NULL, key INTEGER NOT NULL, doc_id TEXT NOT NULL,
+    batch_key TEXT NOT NULL);
+CREATE INDEX bands_by_key ON bands (band, key);
+CREATE INDEX bands_by_batch ON bands (batch_key);
+INSERT INTO meta VALUES ('params', 'v1:perm=128:bands=16x8');
+"""
+
+
+def test_a_v1_index_is_migrated_in_place(tmp_path) -> None:
+    """Files written by the previous schema keep their entries and still match."""
+    import sqlite3
+
+    from llama_assets.curate.dedup import fingerprints
+
+    path = tmp_path / "index.sqlite"
+    rows = {f"a{i}": _text(i) for i in range(6)}
+    hashes, sigs = fingerprints(list(rows.values()))
+    with sqlite3.connect(path) as db:
+        db.executescript(_V1_DDL)
+        db.executemany(
+            "INSERT INTO docs VALUES (?, 's/b1', ?, ?)",
+            [(d, h, s.tobytes()) for d, h, s in zip(rows, hashes, sigs, strict=True)],
+        )
+    index = DedupIndex(path)
+    assert index.batch_counts() == {"s/b1": 6}
+    kept, stats = _run(index, "s/b2", ["s/b1"], {"b-near": _replace(rows["a3"], 100, 1)})
+    assert kept == [] and stats.decisions[0].cluster_id == "a3"
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT value FROM meta").fetchone()[0].startswith("v2:")

@@ -71,3 +71,41 @@ def test_model_ships_in_the_package_and_is_deterministic() -> None:
     assert 500_000 < path.stat().st_size < 2_000_000
     first = [detect_language(t) for t in SENTENCES.values()]
     assert first == [detect_language(t) for t in SENTENCES.values()]
+
+
+def _batch_corpus() -> list[str]:
+    """Texts in many languages and edge cases, plus real documentation pages."""
+    from pathlib import Path
+
+    pages = sorted(Path("llama_assets/sample_data").rglob("*.md"))[:40]
+    return [
+        *SENTENCES.values(),
+        "",
+        "short words",
+        "12345 67890 !!! ??? ... --- 3.14159",
+        "__label__de __label__fr but the rest of this line is plainly English prose text",
+        "NUL\0separated words\0count as separate tokens for fastText in this line",
+        "Mixed: the first part is English, aber der zweite Teil ist ganz auf Deutsch.",
+        "naïve café façade résumé coöperate 🙂 emoji ünïcödé words in a sentence",
+        *[p.read_text(encoding="utf-8") for p in pages],
+    ]
+
+
+def test_batch_equals_per_document_fasttext() -> None:
+    """detect_languages (numpy, cached n-grams) gives fastText's own answers."""
+    from llama_assets.curate.language import detect_languages
+
+    texts = _batch_corpus()
+    expected = [detect_language(t) for t in texts]
+    # Twice: the second call is served from the token cache.
+    for _ in range(2):
+        got = detect_languages(texts)
+        assert [g[0] for g in got] == [e[0] for e in expected]
+        assert [g[1] for g in got] == pytest.approx([e[1] for e in expected], abs=2e-4)
+
+
+def test_batch_of_nothing() -> None:
+    from llama_assets.curate.language import detect_languages
+
+    assert detect_languages([]) == []
+    assert detect_languages(["", "1 2 3"]) == [("und", 0.0), ("und", 0.0)]

@@ -18,6 +18,7 @@ from llama_assets.ingest.readers import (
     Document,
     clean_text,
     decode_bytes,
+    decode_line,
     html_to_text,
     iter_batch,
     make_doc_id,
@@ -228,7 +229,18 @@ def test_decode_fallbacks() -> None:
     assert decode_bytes(b"\xef\xbb\xbfbom") == "bom"
     assert decode_bytes("utf16".encode("utf-16-be").join([b"\xfe\xff", b""])) == "utf16"
     assert decode_bytes(b"\x93hi\x94") == "“hi”"  # cp1252
-    assert decode_bytes(b"\x81\x8d") == "\x81\x8d"  # undefined in cp1252 -> latin-1
+    assert decode_bytes("Grüße ñ ©".encode("latin-1")) == "Grüße ñ ©"  # latin-1 = cp1252 here
+    # Undefined in cp1252 (latin-1 would make C1 controls of them): marked, not guessed.
+    assert decode_bytes(b"\x81\x8d") == "\udc81\udc8d"
+    # A UTF-8 file with one cp1252 line: each line in its own encoding, no mojibake.
+    assert decode_bytes("Grüße\n".encode() + b"caf\xe9\n") == "Grüße\ncafé\n"
+    assert decode_bytes(b"\xff\xfeo\x00k\x00\x00\xd8") == "ok\udc00\udcd8"  # lone surrogate
+
+
+def test_decode_line_accepts_only_plausible_legacy_text() -> None:
+    assert decode_line(b"\x80 5, caf\xe9\tna\xefve\f\r\n") == "€ 5, café\tnaïve\f\r\n"
+    assert decode_line(b"caf\xe9\x01") == "caf\udce9\x01"  # a C0 control: not text
+    assert decode_line(b"ok \xe2\x82 \x9d") == "ok \udce2\udc82 \udc9d"  # cut UTF-8 + 0x9D
 
 
 def test_clean_text() -> None:
@@ -278,10 +290,88 @@ def test_lone_surrogates_and_undecodable_names(tmp_path: Path) -> None:
     (tmp_path / "s.jsonl").write_text('{"text": "bad \\ud800 surrogate"}\n')
     (tmp_path / b"caf\xe9.txt".decode("utf-8", "surrogateescape")).write_text("named badly")
     items = list(iter_batch(tmp_path, "s", "b"))
-    assert [(type(i).__name__, i.path) for i in items] == [
-        ("Reject", "caf\\xe9.txt"),
-        ("Document", "s.jsonl"),
+    assert [(type(i).__name__, i.path, i.reason) for i in items] == [
+        ("Reject", "caf\\xe9.txt", "invalid_file_name"),
+        ("Reject", "s.jsonl", "invalid_utf8"),  # no UTF-8 output could hold it
     ]
-    assert items[0].reason == "invalid_file_name"
-    assert items[1].text == "bad \ufffd surrogate"
-    assert write_rejects([items[0]], tmp_path / "q.jsonl") == 1
+    assert items[1].excerpt == '{"text": "bad \\ud800 surrogate"}'
+    assert write_rejects(items, tmp_path / "q.jsonl") == 2
+
+
+def _by_path(items: list) -> list[tuple]:
+    return [
+        (i.path, i.record, i.text if isinstance(i, Document) else (i.reason, i.excerpt))
+        for i in items
+    ]
+
+
+def test_legacy_encoded_text_is_decoded(tmp_path: Path) -> None:
+    cp1252 = b"caf\xe9 \x93quoted\x94 \x80 5"
+    (tmp_path / "cp.txt").write_bytes(cp1252)
+    (tmp_path / "cp.jsonl").write_bytes(b'{"text": "' + cp1252 + b'"}\n')
+    (tmp_path / "latin.txt").write_bytes("Grüße, señor ©".encode("latin-1"))
+    assert _by_path(list(iter_batch(tmp_path, "s", "b"))) == [
+        ("cp.jsonl", 0, "café “quoted” € 5"),
+        ("cp.txt", 0, "café “quoted” € 5"),
+        ("latin.txt", 0, "Grüße, señor ©"),
+    ]
+
+
+def test_invalid_utf8_is_rejected_per_record(tmp_path: Path) -> None:
+    (tmp_path / "lines.jsonl").write_bytes(
+        b'{"text": "first"}\n'
+        b'{"text": "bad \x81\x8d bytes"}\n'
+        b'{"text": "caf\xe9"}\n'
+        b'{"text": "cut \xe2\x82 then \x9d\x8f"}\n'
+        b'{"text": "last"}\n'
+    )
+    (tmp_path / "rows.csv").write_bytes(b"text\nfine\nbad \x90\nalso fine\n")
+    (tmp_path / "junk.txt").write_bytes(b"\x81\x8d\x8f\x90\x9d text " * 50)
+    long_line = "word " * 100
+    (tmp_path / "deep.md").write_bytes(f"# Title\n\n{long_line}".encode() + b"\x81 end\n")
+    items = list(iter_batch(tmp_path, "s", "b"))
+    assert _by_path(items) == [
+        ("deep.md", None, ("invalid_utf8", "word " * 10 + "\\x81 end\\n")),
+        ("junk.txt", None, ("invalid_utf8", make_excerpt("\\x81\\x8d\\x8f\\x90\\x9d text " * 10))),
+        ("lines.jsonl", 0, "first"),
+        ("lines.jsonl", 1, ("invalid_utf8", '{"text": "bad \\x81\\x8d bytes"}')),
+        ("lines.jsonl", 2, "café"),
+        ("lines.jsonl", 3, ("invalid_utf8", '{"text": "cut \\xe2\\x82 then \\x9d\\x8f"}')),
+        ("lines.jsonl", 4, "last"),
+        ("rows.csv", 0, "fine"),
+        ("rows.csv", 1, ("invalid_utf8", "bad \\x90")),
+        ("rows.csv", 2, "also fine"),
+    ]
+
+
+def test_lone_surrogates_in_json_are_invalid_utf8(tmp_path: Path) -> None:
+    (tmp_path / "list.json").write_text(
+        '[{"text": "a \\ud83d"}, {"text": "b", "title": "t \\udc81"},'
+        ' {"text": "ok \\ud83d\\ude00"}]'
+    )
+    (tmp_path / "sft.jsonl").write_text(
+        json.dumps({"prompt": "hi \ud800", "response": "yo"}, ensure_ascii=True) + "\n"
+    )
+    assert _by_path(list(iter_batch(tmp_path, "s", "b"))) == [
+        ("list.json", 0, ("invalid_utf8", "a \\ud83d")),
+        ("list.json", 1, ("invalid_utf8", "t \\udc81")),
+        ("list.json", 2, "ok 😀"),  # a surrogate pair is one valid character
+        ("sft.jsonl", 0, ("invalid_utf8", '{"prompt": "hi \\ud800", "response": "yo"}')),
+    ]
+
+
+def test_damaged_utf16_is_rejected_per_record(tmp_path: Path) -> None:
+    lone = b"\x00\xd8"  # a high surrogate code unit with no low one after it
+    (tmp_path / "u16.jsonl").write_bytes(
+        b"\xff\xfe"
+        + '{"text": "eins"}\n{"text": "zwei'.encode("utf-16-le")
+        + lone
+        + '"}\n{"text": "drei"}\n'.encode("utf-16-le")
+    )
+    (tmp_path / "u16.txt").write_bytes("Grüße".encode("utf-16") + b"!")  # odd length: cut
+    assert _by_path(list(iter_batch(tmp_path, "s", "b"))) == [
+        ("u16.jsonl", 0, "eins"),
+        ("u16.jsonl", 1, ("invalid_utf16", '{"text": "zwei\\x00\\xd8"}')),
+        ("u16.jsonl", 2, "drei"),
+        ("u16.txt", None, ("invalid_utf16", "Grüße\\x21")),
+    ]

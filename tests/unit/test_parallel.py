@@ -1,0 +1,73 @@
+"""Parts of a table processed in worker processes: same results, same errors."""
+
+from __future__ import annotations
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from llama_assets.curate.clean import fingerprint_part
+from llama_assets.curate.shards import write_shards
+from llama_assets.parallel import WORKERS_ENV, cpu_workers, map_parts
+from llama_assets.tables import CORRUPT_TABLE, map_table
+
+
+def _square_sum(frame: pl.DataFrame, offset: int) -> int:
+    return int((frame["x"] ** 2).sum()) + offset
+
+
+def _fail_on_three(item: int) -> int:
+    if item == 3:
+        raise ValueError("item 3 is bad")
+    return item
+
+
+@pytest.fixture
+def table(tmp_path):
+    out = tmp_path / "staging" / "validated_documents" / "src" / "b1"
+    write_shards(pl.DataFrame({"x": list(range(50))}), out, max_rows=10)
+    return out
+
+
+def test_worker_results_equal_in_process_results_in_order(table) -> None:
+    inline = list(map_table(table, _square_sum, 7, workers=1))
+    spread = list(map_table(table, _square_sum, 7, workers=2))
+    assert spread == inline
+    assert len(inline) == 5
+
+
+def test_a_worker_exception_reaches_the_caller() -> None:
+    with pytest.raises(ValueError, match="item 3 is bad"):
+        list(map_parts(_fail_on_three, range(6), workers=2))
+
+
+def test_a_corrupt_part_read_in_a_worker_names_its_owner(table) -> None:
+    (table / "part-00003.parquet").write_bytes(b"garbage")
+    with pytest.raises(dg.Failure) as failure:
+        list(map_table(table, _square_sum, 0, workers=2))
+    assert failure.value.metadata[CORRUPT_TABLE].path == str(table)
+    assert failure.value.metadata["owner_asset"].text == "validated_documents"
+
+
+def test_fingerprints_from_workers_equal_in_process_ones(tmp_path) -> None:
+    texts = [f"document {i} " + " ".join(f"w{(i * j) % 97}" for j in range(60)) for i in range(40)]
+    out = tmp_path / "t"
+    write_shards(
+        pl.DataFrame({"doc_id": [str(i) for i in range(40)], "text": texts}), out, max_rows=10
+    )
+    inline = list(map_table(out, fingerprint_part, workers=1))
+    spread = list(map_table(out, fingerprint_part, workers=2))
+    for a, b in zip(inline, spread, strict=True):
+        assert a.hashes == b.hashes
+        assert (a.signatures == b.signatures).all()
+        assert a.docs.equals(b.docs)
+
+
+def test_worker_count_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(WORKERS_ENV, "3")
+    assert cpu_workers() == 3
+    monkeypatch.setenv(WORKERS_ENV, "zero")
+    with pytest.raises(ValueError, match=WORKERS_ENV):
+        cpu_workers()
+    monkeypatch.delenv(WORKERS_ENV)
+    assert cpu_workers() >= 1
