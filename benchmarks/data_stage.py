@@ -188,18 +188,29 @@ def run_ours(landing: Path, work: Path) -> dict:
     started = time.perf_counter()
     with ShardWriter(work / "raw", schema=RAW_SCHEMA) as raw:
         stream_batch(landing, "bench", "b1", raw.write)
+    read = time.perf_counter()
     with ShardWriter(work / "validated") as validated:
         for outcome in map_table(work / "raw", validate_documents, policy):
             validated.write(outcome.kept)
+    validate = time.perf_counter()
     stats = DedupStats()
     index = DedupIndex(work / "index.sqlite")
     parts = map_table(work / "validated", fingerprint_part)
     with ShardWriter(work / "shards") as shards:
         for _, kept in deduplicate_batch(parts, index, "bench/b1", [], stats):
             shards.write(kept)
-    seconds = time.perf_counter() - started
+    done = time.perf_counter()
     removed = {json_record(d.doc_id, work) for d in stats.decisions}
-    return {"seconds": seconds, "kept": stats.kept_rows, "removed_records": sorted(removed)}
+    return {
+        "seconds": done - started,
+        "stage_seconds": {
+            "read": round(read - started, 2),
+            "validate": round(validate - read, 2),
+            "dedup_and_write": round(done - validate, 2),
+        },
+        "kept": stats.kept_rows,
+        "removed_records": sorted(removed),
+    }
 
 
 def json_record(doc_id: str, work: Path, _cache: dict = {}) -> int:  # noqa: B006
@@ -325,6 +336,7 @@ def measure(kind: str, landing: Path, truth: dict, n: int) -> dict:
         "mb_per_s": round(truth["bytes"] / 1e6 / result["seconds"], 2),
         "peak_rss_mb": round(result["peak_rss_mb"], 1),
         "kept": result["kept"],
+        "stage_seconds": result.get("stage_seconds"),
         "removed_as_duplicates": len(removed),
         "recall": round(caught / len(pairs), 4) if pairs else None,
         "precision": round(len(removed & planted) / len(removed), 4) if removed else None,

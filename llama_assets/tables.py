@@ -17,7 +17,7 @@ import polars as pl
 
 from llama_assets.curate.shards import (
     CorruptShardError,
-    read_shard,
+    apply_to_shard,
     scan_shards,
     shard_list,
     write_shards,
@@ -109,14 +109,9 @@ def map_table(
     try:
         shards = shard_list(out_dir)
         tasks = [(out_dir, shard, columns) for shard in shards]
-        yield from map_parts(_apply_to_shard, tasks, fn, args, workers=workers)
+        yield from map_parts(apply_to_shard, tasks, fn, args, workers=workers)
     except CorruptShardError as error:
         raise corrupt_table_failure(error, out_dir) from error
-
-
-def _apply_to_shard(task: tuple, fn: Callable[..., R], args: tuple) -> R:
-    out_dir, shard, columns = task
-    return fn(read_shard(out_dir, shard, columns), *args)
 
 
 def _identity(frame: pl.DataFrame) -> pl.DataFrame:

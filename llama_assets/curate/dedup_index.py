@@ -48,6 +48,9 @@ CREATE TABLE IF NOT EXISTS bands (
 ) WITHOUT ROWID;
 """
 
+CACHE_KIB = 65_536
+"""SQLite page cache per connection, in KiB (64 MiB)."""
+
 # One distinct odd constant per band, XORed into its keys, so that all bands
 # share one table and one B-tree without keys of different bands matching.
 _BAND_SALT = np.uint64(0x9E3779B97F4A7C15)
@@ -99,6 +102,9 @@ class DedupIndex:
         db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
+        # The band B-tree takes random keys; a larger page cache keeps its inner
+        # pages in memory (SQLite's default is 2 MB).
+        db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         return db
 
     def _keys(self, signatures: np.ndarray) -> np.ndarray:
@@ -121,12 +127,13 @@ class DedupIndex:
                 strict=True,
             ),
         )
-        keys = self._keys(signatures)
+        keys = self._keys(signatures).ravel()
+        docs = np.repeat(np.asarray(ids, dtype=np.int64), self.bands)
+        # In key order: consecutive inserts land on the same B-tree pages.
+        order = np.argsort(keys, kind="stable")
         db.executemany(
             "INSERT INTO bands VALUES (?, ?)",
-            zip(
-                keys.ravel().tolist(), np.repeat(np.asarray(ids), self.bands).tolist(), strict=True
-            ),
+            zip(keys[order].tolist(), docs[order].tolist(), strict=True),
         )
 
     def _migrate_v1(self, db: sqlite3.Connection) -> None:

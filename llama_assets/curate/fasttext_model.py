@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from itertools import chain
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 
 _MAGIC = 793712314
 _EOS = "</s>"
@@ -38,8 +38,15 @@ CACHE_TOKENS = 200_000
 """Distinct tokens whose vector sums are kept (~16 MB at dim 16); the cache
 is cleared when full, so memory stays bounded on any corpus."""
 
-HIDDEN_CHUNK = 1024
-"""Lines averaged per vectorised step (bounds the gathered (tokens, dim) array)."""
+HIDDEN_CHUNK = 2_048
+"""Texts tokenised and averaged per vectorised step (bounds their token lists
+and the gathered (tokens, dim) array)."""
+
+# Python's str.split() separators (Rust's \s lacks \x1c-\x1f) plus NUL, which
+# fastText's reader also splits at.
+_TOKEN = r"[^\s\x1c-\x1f\x00]+"
+
+_EMPTY_CACHE = pl.DataFrame(schema={"token": pl.String, "slot": pl.Int64})
 
 
 class _Reader:
@@ -214,7 +221,7 @@ class FastTextClassifier:
         # (node, label) incidence of left and right turns on each label's tree path.
         self._left, self._right = _tree_turns(label_counts)
         self._eos_row = self.input[self.word_ids[_EOS]].astype(np.float64)
-        self._cache: dict[str, int] = {}
+        self._cache = _EMPTY_CACHE
         self._sums = np.zeros((1024, dim), dtype=np.float32)
         self._counts = np.zeros(1024, dtype=np.int64)
 
@@ -260,7 +267,7 @@ class FastTextClassifier:
         sums = np.zeros((len(tokens), self.input.shape[1]), dtype=np.float32)
         np.add.at(sums, who, self.input[row])
         counts = np.bincount(who, minlength=len(tokens))
-        start = len(self._cache)
+        start = self._cache.height
         end = start + len(tokens)
         if end > len(self._sums):
             grow = max(end, 2 * len(self._sums))
@@ -268,25 +275,37 @@ class FastTextClassifier:
             self._counts = np.resize(self._counts, grow)
         self._sums[start:end] = sums
         self._counts[start:end] = counts
-        self._cache.update(zip(tokens, range(start, end), strict=True))
+        added = pl.DataFrame(
+            {"token": tokens, "slot": np.arange(start, end)},
+            schema=_EMPTY_CACHE.schema,
+        )
+        self._cache = pl.concat([self._cache, added], rechunk=False)
 
-    def hidden(self, lines: Sequence[Sequence[str]]) -> np.ndarray:
-        """fastText's hidden vector of each line of tokens (the mean of its input
-        rows, with the end-of-line token a line always has), shape (n, dim)."""
-        new = set(chain.from_iterable(lines)).difference(self._cache)
-        if len(self._cache) + len(new) > CACHE_TOKENS:
-            self._cache.clear()
-            new = set(chain.from_iterable(lines))
-        if new:
-            self._add_tokens(sorted(new))
-        out = np.empty((len(lines), self.input.shape[1]))
+    def _slots(self, tokens: pl.Series) -> np.ndarray:
+        """The cache slot of every token, adding the tokens not cached yet."""
+        frame = tokens.to_frame("token")
+        unique = frame.unique()
+        new = unique.join(self._cache, on="token", how="anti")
+        if self._cache.height + new.height > CACHE_TOKENS:
+            self._cache, new = _EMPTY_CACHE, unique
+        if new.height:
+            self._add_tokens(new["token"].sort().to_list())
+        if self._cache.n_chunks() > 64:
+            self._cache = self._cache.rechunk()
+        slots = frame.join(self._cache, on="token", how="left", maintain_order="left")
+        return slots["slot"].to_numpy()
+
+    def hidden(self, texts: Sequence[str]) -> np.ndarray:
+        """fastText's hidden vector of each text (the mean of the input rows of its
+        whitespace-separated tokens, with the end-of-line token a line always
+        has), shape (n, dim)."""
+        out = np.empty((len(texts), self.input.shape[1]))
         # In chunks: the gathered token sums of a chunk are (tokens, dim) floats.
-        for start in range(0, len(lines), HIDDEN_CHUNK):
-            chunk = lines[start : start + HIDDEN_CHUNK]
-            slots = np.array(
-                list(map(self._cache.__getitem__, chain.from_iterable(chunk))), dtype=np.int64
-            )
-            lengths = np.fromiter(map(len, chunk), dtype=np.int64, count=len(chunk))
+        for start in range(0, len(texts), HIDDEN_CHUNK):
+            chunk = pl.Series(list(texts[start : start + HIDDEN_CHUNK]), dtype=pl.String)
+            tokens = chunk.str.extract_all(_TOKEN)
+            lengths = tokens.list.len().to_numpy().astype(np.int64)
+            slots = self._slots(tokens.explode(empty_as_null=False))
             owner = np.repeat(np.arange(len(chunk)), lengths)
             sums = np.tile(self._eos_row, (len(chunk), 1))
             counts = 1 + np.bincount(owner, self._counts[slots], minlength=len(chunk))
@@ -299,12 +318,12 @@ class FastTextClassifier:
 
     # -- output layer ---------------------------------------------------------
 
-    def predict(self, token_lists: Sequence[Sequence[str]]) -> tuple[list[str], np.ndarray]:
-        """The most probable label of each line and its probability, as fastText's
-        `predict(line, k=1)` gives them."""
-        if not token_lists:
+    def predict(self, texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
+        """The most probable label of each text and its probability, as fastText's
+        `predict(" ".join(text.split()), k=1)` gives them."""
+        if not texts:
             return [], np.zeros(0)
-        scores = self.log_scores(self.hidden(token_lists))
+        scores = self.log_scores(self.hidden(texts))
         best = scores.argmax(axis=1)
         return [self.labels[i] for i in best], np.exp(scores[np.arange(len(best)), best])
 

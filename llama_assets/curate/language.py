@@ -66,13 +66,11 @@ def _classifier() -> FastTextClassifier:
     return FastTextClassifier(model_path())
 
 
-def _tokens(text: str) -> list[str] | None:
-    """The words fastText reads from `text`'s sample (it also splits at NUL),
-    or None when there are too few letters to decide."""
+def _sample(text: str) -> str | None:
+    """The part of `text` that is classified, or None when it has too few
+    letters to decide."""
     sample = text[:SAMPLE_CHARS]
-    if not _ENOUGH_LETTERS.match(sample):
-        return None
-    return sample.replace("\0", " ").split()
+    return sample if _ENOUGH_LETTERS.match(sample) else None
 
 
 def _answer(label: str, probability: float) -> tuple[str, float]:
@@ -88,28 +86,22 @@ def detect_language(text: str) -> tuple[str, float]:
     Returns ("und", 0.0) for too little text and for an answer whose
     probability is below MIN_CONFIDENCE.
     """
-    tokens = _tokens(text)
-    if tokens is None:
+    sample = _sample(text)
+    if sample is None:
         return UNDETERMINED, 0.0
     # fastText predicts one line: newlines would end the input early.
-    labels, probs = _model().predict(" ".join(tokens), k=1)
+    labels, probs = _model().predict(" ".join(sample.split()), k=1)
     if not labels:
         return UNDETERMINED, 0.0
     return _answer(labels[0], probs[0])
 
 
-BATCH_TEXTS = 2_048
-"""Texts tokenised and classified together: their token lists (~250 strings per
-1.5 kB document) are the working memory."""
-
-
 def detect_languages(texts: Sequence[str]) -> list[tuple[str, float]]:
-    """`detect_language` of each text, computed for many at once."""
+    """`detect_language` of each text, computed for all of them at once."""
+    samples = [_sample(text) for text in texts]
+    decided = [i for i, sample in enumerate(samples) if sample is not None]
+    labels, probs = _classifier().predict([samples[i] for i in decided])
     out = [(UNDETERMINED, 0.0)] * len(texts)
-    for start in range(0, len(texts), BATCH_TEXTS):
-        tokens = [_tokens(text) for text in texts[start : start + BATCH_TEXTS]]
-        decided = [i for i, t in enumerate(tokens) if t is not None]
-        labels, probs = _classifier().predict([tokens[i] for i in decided])
-        for i, label, probability in zip(decided, labels, probs.tolist(), strict=True):
-            out[start + i] = _answer(label, probability)
+    for i, label, probability in zip(decided, labels, probs.tolist(), strict=True):
+        out[i] = _answer(label, probability)
     return out

@@ -13,9 +13,9 @@ anything that compares checksums.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 
@@ -29,6 +29,8 @@ a table part by part (and spread parts over processes), so this bounds their
 memory whatever the batch size; per-file overhead is still negligible."""
 
 COMPRESSION = "zstd"
+
+R = TypeVar("R")
 
 
 class CorruptShardError(RuntimeError):
@@ -195,6 +197,13 @@ def read_shard(
             raise CorruptShardError(Path(out_dir), [f"{shard['file']}: size or sha256 mismatch"])
     frame = pl.read_parquet(path)
     return frame.select(columns) if columns else frame
+
+
+def apply_to_shard(task: tuple, fn: Callable[..., R], args: tuple) -> R:
+    """`fn(part, *args)` of the part `task` = (out_dir, shard, columns) names; runs
+    in worker processes, so this module must stay light (no Dagster import)."""
+    out_dir, shard, columns = task
+    return fn(read_shard(out_dir, shard, columns), *args)
 
 
 def read_manifest(out_dir: Path) -> dict[str, Any]:

@@ -60,10 +60,12 @@ def test_probabilities_equal_fasttext_predict() -> None:
         "le chat est assis sur le tapis",
         "__label__en ignored label token then words",
         "ein Satz",
+        "tabs\tand\x1cunit separators\x00and NUL\u3000split words too",
+        "",
     ]
-    labels, probs = classifier.predict([line.split() for line in lines])
+    labels, probs = classifier.predict(lines)
     for line, label, prob in zip(lines, labels, probs, strict=True):
-        ref_labels, ref_probs = _model().predict(line, k=1)
+        ref_labels, ref_probs = _model().predict(" ".join(line.split()), k=1)
         assert label == ref_labels[0].removeprefix("__label__")
         assert prob == pytest.approx(ref_probs[0], abs=1e-5)
 
@@ -71,10 +73,10 @@ def test_probabilities_equal_fasttext_predict() -> None:
 def test_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     classifier = FastTextClassifier(model_path())
     monkeypatch.setattr("llama_assets.curate.fasttext_model.CACHE_TOKENS", 50)
-    lines = [[f"word{i}", f"other{i}", "the"] for i in range(40)]
+    lines = [f"word{i} other{i} the" for i in range(40)]
     first = classifier.predict(lines)
     assert len(classifier._cache) == 81  # a single batch may exceed the cap
-    classifier.predict([[f"new{i}", "the"] for i in range(40)])
+    classifier.predict([f"new{i} the" for i in range(40)])
     assert len(classifier._cache) == 41  # full: cleared, then this batch's tokens
     again = classifier.predict(lines[:5])  # recomputed after the clear
     assert again[0] == first[0][:5]
