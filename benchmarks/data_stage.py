@@ -3,14 +3,20 @@ the loop a user would otherwise write (datasketch MinHashLSH + the same filters)
 
     .venv/bin/pip install -e '.[bench]'
     .venv/bin/python benchmarks/data_stage.py [--sizes 25000 100000] [--baseline-size 100000]
+        [--repeat 2]
 
 Each measurement runs in its own subprocess so its peak RSS is its own. Both
 sides read the same JSON-lines landing batch, mask PII, identify the language
-and apply the same Gopher/C4/FineWeb quality rules (our functions: the filters
-are identical, so the ratio measures the pipeline around them), remove exact
-and near duplicates (MinHash, 128 permutations, word 5-grams, threshold 0.8)
-and write parquet. Planted pairs: exact copies and ~1-in-100 word edits
-(Jaccard ~0.9, must go) and ~1-in-8 edits (Jaccard ~0.3, must stay).
+and apply the same Gopher/C4/FineWeb quality rules, remove exact and near
+duplicates (MinHash, 128 permutations, word 5-grams, threshold 0.8) and write
+parquet. The baseline calls the per-document filters a user would call
+(`mask_pii`, fastText's own `predict` through `detect_language`,
+`quality_signals`) one document at a time; ours runs the stage as the assets
+do: parts in worker processes, each filter over a whole part at once
+(`mask_pii_batch`, `detect_languages`, `quality_signals_frame`, which the unit
+tests hold equal to the per-document functions), the persistent dedup index.
+Planted pairs: exact copies and ~1-in-100 word edits (Jaccard ~0.9, must go)
+and ~1-in-8 edits (Jaccard ~0.3, must stay).
 Results: benchmarks/results/data_stage.{json,md}.
 """
 
@@ -311,7 +317,7 @@ def child(kind: str, landing: str, work: str) -> None:
     print(json.dumps(result))
 
 
-def measure(kind: str, landing: Path, truth: dict, n: int) -> dict:
+def run_child(kind: str, landing: Path) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"bench-{kind}-") as work:
         out = subprocess.run(
             [sys.executable, __file__, "--child", kind, str(landing), work],
@@ -320,7 +326,15 @@ def measure(kind: str, landing: Path, truth: dict, n: int) -> dict:
             text=True,
             env={**os.environ, "HF_HUB_OFFLINE": "1"},
         )
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure(kind: str, landing: Path, truth: dict, n: int, repeat: int) -> dict:
+    """The fastest of `repeat` runs (the machine is shared: slower runs measure
+    other load), with every run's time and the highest peak RSS."""
+    runs = [run_child(kind, landing) for _ in range(repeat)]
+    result = min(runs, key=lambda r: r["seconds"])
+    result["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
     removed = set(result.pop("removed_records"))
     # A planted pair is caught when either copy goes (which one survives is the
     # rule's choice: first seen for the loop, smallest doc_id for ours).
@@ -332,6 +346,7 @@ def measure(kind: str, landing: Path, truth: dict, n: int) -> dict:
         "system": kind,
         "documents": n,
         "seconds": round(result["seconds"], 2),
+        "all_seconds": [round(r["seconds"], 2) for r in runs],
         "docs_per_s": round(n / result["seconds"], 1),
         "mb_per_s": round(truth["bytes"] / 1e6 / result["seconds"], 2),
         "peak_rss_mb": round(result["peak_rss_mb"], 1),
@@ -351,7 +366,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[25_000, 100_000])
     parser.add_argument("--baseline-size", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=2, help="runs per measurement")
     args = parser.parse_args()
+    from llama_assets.parallel import cpu_workers
+
     load_before = os.getloadavg()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-corpus-") as tmp:
@@ -359,10 +377,10 @@ def main() -> None:
             landing = Path(tmp) / f"n{n}"
             truth = make_corpus(n, landing)
             if n in args.sizes:
-                rows.append(measure("ours", landing, truth, n))
+                rows.append(measure("ours", landing, truth, n, args.repeat))
                 print(rows[-1], flush=True)
             if n == args.baseline_size:
-                rows.append(measure("baseline", landing, truth, n))
+                rows.append(measure("baseline", landing, truth, n, args.repeat))
                 print(rows[-1], flush=True)
     ours = next(r for r in rows if r["system"] == "ours" and r["documents"] == args.baseline_size)
     base = next(r for r in rows if r["system"] == "baseline")
@@ -374,6 +392,8 @@ def main() -> None:
         "loadavg_before": [round(x, 2) for x in load_before],
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         "cpus": os.cpu_count(),
+        "workers": cpu_workers(),
+        "repeat": args.repeat,
     }
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
@@ -384,15 +404,19 @@ def main() -> None:
         f"Baseline: {result['baseline']}. Ratio (ours / baseline, docs/s at "
         f"{args.baseline_size} docs): **{result['ratio_docs_per_s']}x**.",
         f"Load average before {result['loadavg_before']}, after {result['loadavg_after']} "
-        f"on {result['cpus']} CPUs (shared machine).",
+        f"on {result['cpus']} CPUs (shared machine). Each figure is the fastest of "
+        f"{args.repeat} runs (all runs listed). Ours runs {cpu_workers()} worker processes "
+        "(LLAMA_CPU_WORKERS); peak RSS is the sum over the process tree (workers "
+        "included), sampled every 50 ms.",
         "",
-        "| system | docs | s | docs/s | MB/s | peak RSS MB | recall | precision | "
-        "distinct edits removed |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| system | docs | s (all runs) | docs/s | MB/s | peak RSS MB | recall | precision | "
+        "distinct edits removed | stage s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
         *[
-            f"| {r['system']} | {r['documents']} | {r['seconds']} | {r['docs_per_s']} | "
-            f"{r['mb_per_s']} | {r['peak_rss_mb']} | {r['recall']} | {r['precision']} | "
-            f"{r['wrongly_removed_distinct_edits']} |"
+            f"| {r['system']} | {r['documents']} | {r['seconds']} ({r['all_seconds']}) | "
+            f"{r['docs_per_s']} | {r['mb_per_s']} | {r['peak_rss_mb']} | {r['recall']} | "
+            f"{r['precision']} | {r['wrongly_removed_distinct_edits']} | "
+            f"{r['stage_seconds'] or ''} |"
             for r in rows
         ],
     ]

@@ -171,15 +171,13 @@ class DedupIndex:
         """Make `batch_key`'s entries exactly these documents (atomically).
 
         With `keep_existing` the documents are added to the batch's entries
-        instead (a batch written shard by shard). A doc_id already indexed
-        (under any batch) is replaced.
+        instead (a batch written shard by shard). doc_ids are unique across
+        batches (`make_doc_id` scopes them by batch): indexing one twice raises
+        sqlite3.IntegrityError.
         """
         signatures = np.ascontiguousarray(signatures, dtype=np.uint32)
         with closing(self._connect()) as db, db:
             db.execute("BEGIN IMMEDIATE")
-            stale = "SELECT id FROM docs WHERE doc_id IN (SELECT value FROM json_each(?))"
-            db.execute(f"DELETE FROM bands WHERE doc IN ({stale})", (json.dumps(list(doc_ids)),))
-            db.execute(f"DELETE FROM docs WHERE id IN ({stale})", (json.dumps(list(doc_ids)),))
             if not keep_existing:
                 mine = "SELECT id FROM docs WHERE batch_key = ?"
                 db.execute(f"DELETE FROM bands WHERE doc IN ({mine})", (batch_key,))

@@ -46,6 +46,22 @@ and the gathered (tokens, dim) array)."""
 # fastText's reader also splits at.
 _TOKEN = r"[^\s\x1c-\x1f\x00]+"
 
+# Whitespace other than " " and "\n" (those of _TOKEN's class).
+_OTHER_SPACE = (
+    r"[\t\r\x0b\x0c\x1c-\x1f\x00\x85\xa0"
+    r"\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]"
+)
+
+
+def _tokenise(texts: pl.Series) -> pl.Series:
+    """Each text's whitespace-separated tokens, as `str.split()` gives them."""
+    if texts.str.contains(_OTHER_SPACE).any():
+        return texts.str.extract_all(_TOKEN)
+    # Only " " and "\n": a literal split, ~3x faster than the regex.
+    words = texts.str.replace_all("\n", " ", literal=True).str.split(" ")
+    return words.list.eval(pl.element().filter(pl.element() != ""))
+
+
 _EMPTY_CACHE = pl.DataFrame(schema={"token": pl.String, "slot": pl.Int64})
 
 
@@ -303,7 +319,7 @@ class FastTextClassifier:
         # In chunks: the gathered token sums of a chunk are (tokens, dim) floats.
         for start in range(0, len(texts), HIDDEN_CHUNK):
             chunk = pl.Series(list(texts[start : start + HIDDEN_CHUNK]), dtype=pl.String)
-            tokens = chunk.str.extract_all(_TOKEN)
+            tokens = _tokenise(chunk)
             lengths = tokens.list.len().to_numpy().astype(np.int64)
             slots = self._slots(tokens.explode(empty_as_null=False))
             owner = np.repeat(np.arange(len(chunk)), lengths)

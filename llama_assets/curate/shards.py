@@ -13,7 +13,9 @@ anything that compares checksums.
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,6 +31,9 @@ a table part by part (and spread parts over processes), so this bounds their
 memory whatever the batch size; per-file overhead is still negligible."""
 
 COMPRESSION = "zstd"
+
+PENDING_PARTS = 2
+"""Parts a ShardWriter may hold while its background thread writes them."""
 
 R = TypeVar("R")
 
@@ -94,6 +99,10 @@ class ShardWriter:
     Every part has the schema of `schema` (or of the first frame written), so
     readers can scan the parts as one table. The result is byte-identical to
     `write_shards` of the concatenated frames.
+
+    Parts are encoded and compressed on one background thread (polars releases
+    the GIL while it writes), so the caller prepares the next part meanwhile;
+    at most `PENDING_PARTS` wait, to keep memory bounded.
     """
 
     def __init__(
@@ -112,6 +121,8 @@ class ShardWriter:
     def __enter__(self) -> ShardWriter:
         self._stage = staged_dir(self.out_dir)
         self._staging = self._stage.__enter__()
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
+        self._writes: deque[Future] = deque()
         return self
 
     def write(self, df: pl.DataFrame) -> None:
@@ -132,36 +143,56 @@ class ShardWriter:
         self._write_part(part)
 
     def _write_part(self, part: pl.DataFrame) -> None:
-        name = PART_TEMPLATE.format(index=len(self.shards))
-        path = self._staging / name
-        part.write_parquet(path, compression=COMPRESSION, statistics=True)
-        self.shards.append(
-            {
-                "file": name,
-                "rows": part.height,
-                "bytes": path.stat().st_size,
-                "sha256": sha256_file(path),
-            }
-        )
+        index = len(self.shards) + len(self._writes)
+        self._writes.append(self._writer.submit(_write_part, self._staging, index, part))
+        while len(self._writes) > PENDING_PARTS:
+            self.shards.append(self._writes.popleft().result())
+
+    def _drain(self) -> None:
+        while self._writes:
+            self.shards.append(self._writes.popleft().result())
 
     def __exit__(self, exc_type, exc, tb) -> bool | None:
-        if exc_type is None:
-            if self._pending_rows:
-                self._flush(self._pending_rows)
-            schema = self.schema if self.schema is not None else pl.Schema()
-            if not self.shards:
-                self._write_part(pl.DataFrame(schema=schema))
-            self.manifest = {
-                "rows": sum(s["rows"] for s in self.shards),
-                "bytes": sum(s["bytes"] for s in self.shards),
-                "shards": self.shards,
-                "columns": list(schema),
-                "schema": {name: str(dtype) for name, dtype in schema.items()},
-            }
-            (self._staging / MANIFEST).write_text(
-                json.dumps(self.manifest, indent=2) + "\n", encoding="utf-8"
-            )
+        try:
+            if exc_type is None:
+                if self._pending_rows:
+                    self._flush(self._pending_rows)
+                self._drain()
+                self._write_manifest()
+        except BaseException as error:
+            # A failed write: nothing replaces out_dir, the staging copy goes.
+            self._writer.shutdown(wait=True, cancel_futures=True)
+            self._stage.__exit__(type(error), error, error.__traceback__)
+            raise
+        self._writer.shutdown(wait=True, cancel_futures=True)
         return self._stage.__exit__(exc_type, exc, tb)
+
+    def _write_manifest(self) -> None:
+        schema = self.schema if self.schema is not None else pl.Schema()
+        if not self.shards:
+            self.shards.append(_write_part(self._staging, 0, pl.DataFrame(schema=schema)))
+        self.manifest = {
+            "rows": sum(s["rows"] for s in self.shards),
+            "bytes": sum(s["bytes"] for s in self.shards),
+            "shards": self.shards,
+            "columns": list(schema),
+            "schema": {name: str(dtype) for name, dtype in schema.items()},
+        }
+        (self._staging / MANIFEST).write_text(
+            json.dumps(self.manifest, indent=2) + "\n", encoding="utf-8"
+        )
+
+
+def _write_part(staging: Path, index: int, part: pl.DataFrame) -> dict[str, Any]:
+    name = PART_TEMPLATE.format(index=index)
+    path = staging / name
+    part.write_parquet(path, compression=COMPRESSION, statistics=True)
+    return {
+        "file": name,
+        "rows": part.height,
+        "bytes": path.stat().st_size,
+        "sha256": sha256_file(path),
+    }
 
 
 def iter_shards(

@@ -144,3 +144,15 @@ def test_a_v1_index_is_migrated_in_place(tmp_path) -> None:
     assert kept == [] and stats.decisions[0].cluster_id == "a3"
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT value FROM meta").fetchone()[0].startswith("v2:")
+
+
+def test_a_doc_id_is_indexed_once(index) -> None:
+    import sqlite3
+
+    from llama_assets.curate.dedup import fingerprints
+
+    hashes, sigs = fingerprints([_text(1)])
+    index.replace_batch("s/b1", ["d1"], hashes, sigs)
+    with pytest.raises(sqlite3.IntegrityError):
+        index.replace_batch("s/b2", ["d1"], hashes, sigs)
+    assert index.batch_counts() == {"s/b1": 1}  # the failed batch wrote nothing

@@ -99,3 +99,17 @@ def test_vectorised_ascii_ngram_hashes_equal_the_general_path() -> None:
     for i, word in enumerate(words):
         expected = sorted(_fnv1a(_char_ngrams(word, 2, 4)).tolist())
         assert sorted(hashes[owners == i].tolist()) == expected
+
+
+def test_tokens_are_python_split_tokens() -> None:
+    """Both tokenisers give `str.split()`'s tokens (plus a split at NUL)."""
+    import polars as pl
+
+    from llama_assets.curate.fasttext_model import _tokenise
+
+    spaces = [chr(c) for c in range(0x110000) if chr(c).isspace()]
+    mixed = ["a" + s + "b  c\n\nd " for s in spaces] + ["x\0y z"]
+    plain = ["  a b\n\nc ", "", "one", "\n"]
+    for texts in (mixed, plain):
+        expected = [t.replace("\0", " ").split() for t in texts]
+        assert _tokenise(pl.Series(texts)).to_list() == expected

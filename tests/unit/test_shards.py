@@ -132,3 +132,26 @@ def test_failed_write_keeps_previous_set(tmp_path: Path) -> None:
         write_shards(bad, out)
     assert _files(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b1"]
+
+
+def test_a_part_failing_on_the_writer_thread_keeps_previous_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llama_assets.curate import shards
+
+    out = tmp_path / "b1"
+    write_shards(_frame(), out, max_rows=4)
+    before = _files(out)
+    real = shards._write_part
+
+    def fail_on_third(staging: Path, index: int, part: pl.DataFrame) -> dict:
+        if index == 2:
+            raise OSError("disk full")
+        return real(staging, index, part)
+
+    monkeypatch.setattr(shards, "_write_part", fail_on_third)
+    with pytest.raises(OSError, match="disk full"), shards.ShardWriter(out, max_rows=2) as writer:
+        for i in range(5):
+            writer.write(_frame(10).slice(2 * i, 2))
+    assert _files(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b1"]
