@@ -12,6 +12,7 @@ from resources.device import DeviceResource
 from resources.embedder import EmbedderResource
 from resources.storage import LocalDataRoot
 from resources.vector_store import LanceDBResource
+from sensors.dedup_order import dedup_order_sensor
 from sensors.drift import drift_sensor
 from sensors.freshness import freshness_sensor, with_freshness_policies
 from sensors.landing import landing_zone_sensor
@@ -43,6 +44,12 @@ defs = dg.Definitions(
     assets=with_freshness_policies(ALL_ASSETS),
     jobs=[batch_job, dataset_job, model_job],
     schedules=[landing_reconciliation],
-    sensors=[corrupt_table_repair_sensor, landing_zone_sensor, freshness_sensor, drift_sensor],
+    sensors=[
+        corrupt_table_repair_sensor,
+        landing_zone_sensor,
+        freshness_sensor,
+        drift_sensor,
+        dedup_order_sensor,
+    ],
     resources=resources_for(),
 )

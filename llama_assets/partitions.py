@@ -21,3 +21,9 @@ def earlier_batch_keys(instance: dg.DagsterInstance, key: str) -> list[str]:
     """
     keys = list(instance.get_dynamic_partitions(BATCHES))
     return keys[: keys.index(key)] if key in keys else keys
+
+
+def later_batch_keys(instance: dg.DagsterInstance, key: str) -> list[str]:
+    """Batches registered after ``key``, oldest first."""
+    keys = list(instance.get_dynamic_partitions(BATCHES))
+    return keys[keys.index(key) + 1 :] if key in keys else []

@@ -16,6 +16,9 @@ GPU_RETRY = dg.RetryPolicy(
 
 GPU_POOL = "gpu"
 
+DEDUP_POOL = "dedup_index"
+"""clean_shards steps, which read and write the one dedup index, run one at a time."""
+
 # Asks the Kubernetes run launcher / executor (dagster-k8s) for one GPU for the
 # step's pod; ignored by the in-process and multiprocess executors.
 GPU_OP_TAGS = {

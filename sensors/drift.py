@@ -8,8 +8,10 @@ the sensor requests ``training_dataset`` (so the snapshot holds the new data),
 and, once a snapshot newer than the drift result exists, the variant chain
 ``finetuned_checkpoint -> eval_report -> promoted_model`` for each variant in
 ``LLAMA_DRIFT_VARIANTS`` (comma-separated; default ``tiny``). Run keys name the
-batch, so each drifted batch requests each run once however often the sensor
-ticks; a batch below its threshold requests nothing.
+batch and its drift result (asset and score), so a drift result requests each
+run once however often the sensor ticks or the batch is re-profiled with the
+same data, while a batch re-materialised with other data that drifts again
+requests a new retrain. A batch below its threshold requests nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import dagster as dg
 from llama_assets.jobs import dataset_job, model_job
 from llama_assets.partitions import BATCHES
 from llama_assets.training.variants import VARIANTS
+from sensors.records import latest_materialization
 
 DRIFT_ASSETS = (dg.AssetKey("corpus_profile"), dg.AssetKey("embedding_drift"))
 CLEAN_SHARDS = dg.AssetKey("clean_shards")
@@ -38,21 +41,13 @@ def drift_variants() -> tuple[str, ...]:
     return chosen
 
 
-def _latest(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str | None):
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None),
-        limit=1,
-    ).records
-    return records[0] if records else None
-
-
 def drifted_batches(instance: dg.DagsterInstance) -> list[tuple[str, str, float, float]]:
     """(batch, asset, drift_score, timestamp) of each batch whose latest drift result
     says drifted, in arrival order (the first drifting asset of a batch)."""
     found = []
     for key in instance.get_dynamic_partitions(BATCHES):
         for asset in DRIFT_ASSETS:
-            record = _latest(instance, asset, key)
+            record = latest_materialization(instance, asset, key)
             if record is None:
                 continue
             metadata = record.asset_materialization.metadata
@@ -68,16 +63,18 @@ def drift_run_requests(
     instance: dg.DagsterInstance, variants: tuple[str, ...] = DEFAULT_VARIANTS
 ) -> list[dg.RunRequest]:
     requests = []
-    dataset = _latest(instance, TRAINING_DATASET, None)
+    dataset = latest_materialization(instance, TRAINING_DATASET, None)
     for key, asset, score, drifted_at in drifted_batches(instance):
-        shards = _latest(instance, CLEAN_SHARDS, key)
+        shards = latest_materialization(instance, CLEAN_SHARDS, key)
         if shards is None:
             continue  # the snapshot would not hold the batch yet
         tags = {"llama/reason": f"drift in {asset} of {key} (score {score:.2f})"}
+        # The same data profiles to the same score: one key per drift result.
+        result = f"drift:{key}:{asset}={score:.4f}"
         if dataset is None or dataset.timestamp < max(drifted_at, shards.timestamp):
             requests.append(
                 dg.RunRequest(
-                    job_name=dataset_job.name, run_key=f"drift:{key}:training_dataset", tags=tags
+                    job_name=dataset_job.name, run_key=f"{result}:training_dataset", tags=tags
                 )
             )
             continue  # the model chain follows on a later tick, on the new snapshot
@@ -86,7 +83,7 @@ def drift_run_requests(
                 dg.RunRequest(
                     job_name=model_job.name,
                     partition_key=variant,
-                    run_key=f"drift:{key}:{variant}",
+                    run_key=f"{result}:{variant}",
                     tags=tags,
                 )
             )
@@ -107,7 +104,7 @@ def drift_run_requests(
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="When a batch's corpus or embedding drift is above its threshold: "
     "training_dataset, then fine-tune -> eval -> promote for each variant of "
-    "LLAMA_DRIFT_VARIANTS (default tiny); once per drifted batch.",
+    "LLAMA_DRIFT_VARIANTS (default tiny); once per drift result of a batch.",
 )
 def drift_sensor(context: dg.SensorEvaluationContext):
     requests = drift_run_requests(context.instance, drift_variants())

@@ -19,6 +19,7 @@ import dagster as dg
 from llama_assets.jobs import batch_job, model_job
 from llama_assets.partitions import BATCHES
 from llama_assets.training.variants import VARIANTS
+from sensors.records import latest_materialization
 
 CLEAN_SHARDS = dg.AssetKey("clean_shards")
 CHUNKS = dg.AssetKey("chunks")
@@ -52,11 +53,8 @@ def with_freshness_policies(assets):
 
 
 def _latest(instance: dg.DagsterInstance, key: dg.AssetKey, partition: str | None) -> float | None:
-    records_filter = dg.AssetRecordsFilter(
-        asset_key=key, asset_partitions=[partition] if partition else None
-    )
-    records = instance.fetch_materializations(records_filter, limit=1).records
-    return records[0].timestamp if records else None
+    record = latest_materialization(instance, key, partition)
+    return record.timestamp if record else None
 
 
 def stale_run_requests(instance: dg.DagsterInstance) -> list[dg.RunRequest]:

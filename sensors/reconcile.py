@@ -5,7 +5,8 @@ it compares every landing batch folder with the registered partitions and the
 landing fingerprint each ``raw_documents`` materialisation recorded, writes the
 gaps to ``<root>/reconciliation/latest.json`` and the log, then repairs them:
 it registers missing partitions and requests the batch pipeline for batches
-never ingested or changed since. Batches with a run in flight are left alone.
+never ingested or changed since, and finishes micro-batch merges a crash
+interrupted. Batches with a run in flight are left alone.
 """
 
 from __future__ import annotations
@@ -17,7 +18,12 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from llama_assets.atomic import atomic_write_json
-from llama_assets.ingest.coalesce import LANDING_FINGERPRINT, CoalesceSettings, find_gaps
+from llama_assets.ingest.coalesce import (
+    LANDING_FINGERPRINT,
+    CoalesceSettings,
+    find_gaps,
+    finish_merge,
+)
 from llama_assets.ingest.landing import landing_batch_keys
 from llama_assets.jobs import batch_job
 from llama_assets.partitions import BATCHES
@@ -97,7 +103,12 @@ def landing_reconciliation(context: dg.ScheduleEvaluationContext, storage: Local
         context.log.warning(f"reconciliation gap {gap.kind}: {gap.key} ({gap.detail})")
     if not to_repair:
         return dg.SkipReason(f"{len(gaps)} gap(s), none to repair")
-    unregistered = [g.key for g in to_repair if g.kind == "unregistered"]
+    for gap in to_repair:
+        if gap.kind == "interrupted_coalescing":
+            finish_merge(layout.landing, gap.key)
+    unregistered = [
+        g.key for g in to_repair if g.kind in ("unregistered", "interrupted_coalescing")
+    ]
     if unregistered:
         instance.add_dynamic_partitions(BATCHES, unregistered)
     return [

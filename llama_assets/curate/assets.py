@@ -24,10 +24,14 @@ from llama_assets.curate.sources import drift_baseline_keys, source_policy, sour
 from llama_assets.curate.validate import REVIEW_SCHEMA, ContentPolicy, validate_documents
 from llama_assets.ingest.assets import raw_documents
 from llama_assets.layout import split_batch_key
-from llama_assets.partitions import batch_partitions, earlier_batch_keys
-from llama_assets.policies import IO_RETRY
+from llama_assets.partitions import batch_partitions, earlier_batch_keys, later_batch_keys
+from llama_assets.policies import DEDUP_POOL, IO_RETRY
 from llama_assets.tables import iter_table, map_table, read_table, table_metadata, write_table
 from resources.storage import LocalDataRoot
+
+LATER_DUPLICATES = "later_batches_with_duplicates"
+"""clean_shards metadata: later batches that ran first and kept copies of this
+batch's documents; sensors/dedup_order.py re-deduplicates them."""
 
 
 class ContentConfig(dg.Config):
@@ -215,14 +219,20 @@ def corpus_profile(
     group_name="curate",
     kinds={"parquet"},
     retry_policy=IO_RETRY,
+    # One batch at a time writes the dedup index, so a batch always sees every
+    # batch indexed before it (the pool's limit is 1 in deploy/local/dagster.yaml).
+    pool=DEDUP_POOL,
     description="Exact and near-duplicate removal within the batch and against every "
-    "earlier batch; parquet shards with a checksummed manifest.json.",
+    "earlier batch; parquet shards with a checksummed manifest.json. Later batches that "
+    "ran first and kept copies of this batch's documents are listed in "
+    "later_batches_with_duplicates (dedup_order_sensor re-deduplicates them).",
 )
 def clean_shards(context: dg.AssetExecutionContext, storage: LocalDataRoot) -> dg.MaterializeResult:
     layout, key = storage.layout, context.partition_key
     started = time.perf_counter()
     source, batch = split_batch_key(key)
     earlier = earlier_batch_keys(context.instance, key)
+    later = later_batch_keys(context.instance, key)
     index = DedupIndex(layout.dedup_index)
     stats = DedupStats()
     removed: list[Reject] = []
@@ -232,7 +242,7 @@ def clean_shards(context: dg.AssetExecutionContext, storage: LocalDataRoot) -> d
     # parts. Their MinHash signatures are computed in worker processes.
     parts = map_table(layout.staging("validated_documents", key), fingerprint_part)
     with ShardWriter(out) as writer:
-        for part, kept in deduplicate_batch(parts, index, key, earlier, stats):
+        for part, kept in deduplicate_batch(parts, index, key, earlier, stats, later):
             before = len(stats.decisions) - (part.height - kept.height)
             writer.write(kept.select([c for c in columns if c in kept.columns]))
             new = {d.doc_id: d for d in stats.decisions[before:]}
@@ -260,6 +270,7 @@ def clean_shards(context: dg.AssetExecutionContext, storage: LocalDataRoot) -> d
             "near_duplicates": stats.near,
             "candidates_from_index": stats.candidates_from_index,
             "compared_with_batches": len(earlier),
+            LATER_DUPLICATES: dg.MetadataValue.json(sorted(stats.later_batches_with_duplicates)),
             "index_path": dg.MetadataValue.path(str(layout.dedup_index)),
             "removed_path": dg.MetadataValue.path(str(quarantine)),
             "seconds": dg.MetadataValue.float(round(time.perf_counter() - started, 3)),

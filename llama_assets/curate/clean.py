@@ -36,6 +36,8 @@ class DedupStats:
     kept_rows: int = 0
     candidates_from_index: int = 0
     decisions: list[DedupDecision] = field(default_factory=list)
+    later_batches_with_duplicates: set[str] = field(default_factory=set)
+    """Later batches, indexed before this one, holding copies of its survivors."""
 
     @property
     def exact(self) -> int:
@@ -68,12 +70,15 @@ def deduplicate_part(
     batch_key: str,
     batch_order: Sequence[str],
     stats: DedupStats,
+    later_batches: Sequence[str] = (),
 ) -> pl.DataFrame:
     """The surviving rows of one part; records decisions in `stats` and adds the
     survivors to `index` under `batch_key`.
 
     `batch_order` is every batch that counts as earlier, oldest first, ending
     with `batch_key` itself (whose entries are this batch's earlier parts).
+    `later_batches` (arrived after this one) are checked for copies of the
+    survivors, which they only hold when they were deduplicated first.
     """
     if isinstance(part, pl.DataFrame):
         part = fingerprint_part(part)
@@ -99,6 +104,15 @@ def deduplicate_part(
         signatures[keep],
         keep_existing=True,
     )
+    if later_batches:
+        survivors = FingerprintedPart(
+            docs.filter(pl.Series(keep)),
+            [h for h, k in zip(hashes, keep, strict=True) if k],
+            signatures[keep],
+        )
+        stats.later_batches_with_duplicates |= later_duplicate_batches(
+            survivors, index, later_batches
+        )
     stats.input_rows += docs.height
     stats.kept_rows += int(keep.sum())
     stats.candidates_from_index += len(prior.doc_ids)
@@ -112,11 +126,40 @@ def deduplicate_batch(
     batch_key: str,
     earlier_batches: Sequence[str],
     stats: DedupStats,
+    later_batches: Sequence[str] = (),
 ) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
     """(part, its survivors) for each part of a batch, in order (see the module
     docstring). Parts may come fingerprinted already (`fingerprint_part`)."""
     index.forget_batch(batch_key)
     order = [*[b for b in earlier_batches if b != batch_key], batch_key]
     for part in parts:
-        kept = deduplicate_part(part, index, batch_key, order, stats)
+        kept = deduplicate_part(part, index, batch_key, order, stats, later_batches)
         yield (part.docs if isinstance(part, FingerprintedPart) else part), kept
+
+
+def later_duplicate_batches(
+    survivors: FingerprintedPart, index: DedupIndex, later_batches: Sequence[str]
+) -> set[str]:
+    """Later batches whose indexed documents duplicate one of `survivors`.
+
+    Batches are deduplicated in arrival order when they run in order; when a
+    later batch ran first, its copies of an earlier batch's documents were
+    kept, but the earliest copy must survive, so that batch needs
+    deduplicating again (sensors/dedup_order.py requests it).
+    """
+    found = index.lookup(survivors.hashes, survivors.signatures, later_batches)
+    if not found.doc_ids:
+        return set()
+    ours = survivors.docs["doc_id"].to_list()
+    decisions = find_duplicates(
+        found.doc_ids,
+        found.hashes,
+        found.signatures,
+        prior_doc_ids=ours,
+        prior_hashes=survivors.hashes,
+        prior_signatures=survivors.signatures,
+    )
+    batch_of = dict(zip(found.doc_ids, found.batch_keys, strict=True))
+    mine = set(ours)
+    # Only copies of our documents: later documents may also match each other.
+    return {batch_of[d.doc_id] for d in decisions if d.cluster_id in mine}

@@ -129,19 +129,25 @@ def plan_coalescing(
     return plan
 
 
+COALESCING_SUFFIX = ".coalescing"
+"""Suffix of the hidden folder a merge is assembled in (`.<name>.coalescing`)."""
+
+
 def merge_batches(landing: Path, group: list[LandingBatch]) -> str:
     """Move the member folders into one batch folder; returns the new key.
 
     The new folder is assembled under a hidden name (the sensor ignores
     hidden folders) and renamed into place, so no tick sees it half-built;
-    if a move fails, the members already moved are moved back.
+    if a move fails, the members already moved are moved back. A process
+    killed mid-merge leaves the hidden folder; reconciliation finishes it
+    (`interrupted_merges`, `finish_merge`).
     """
     if len(group) == 1:
         return group[0].key
     source, first = split_batch_key(group[0].key)
     name = f"{first}-c{len(group)}"
     final = landing / source / name
-    staged = landing / source / f".{name}.coalescing"
+    staged = landing / source / f".{name}{COALESCING_SUFFIX}"
     staged.mkdir(parents=True, exist_ok=False)
     moved: list[tuple[Path, Path]] = []
     try:
@@ -158,6 +164,28 @@ def merge_batches(landing: Path, group: list[LandingBatch]) -> str:
     return batch_key(source, name)
 
 
+def interrupted_merges(landing: Path) -> list[tuple[str, Path]]:
+    """(batch key it was to become, hidden folder) of each merge a crash left behind."""
+    found = []
+    for staged in sorted(Path(landing).glob(f"*/.*{COALESCING_SUFFIX}")):
+        if staged.is_dir():
+            name = staged.name[1 : -len(COALESCING_SUFFIX)]
+            found.append((batch_key(staged.parent.name, name), staged))
+    return found
+
+
+def finish_merge(landing: Path, key: str) -> bool:
+    """Rename an interrupted merge's hidden folder into place (its members are
+    whole folders, moved one by one); False if a folder of that name exists."""
+    source, name = split_batch_key(key)
+    staged = Path(landing) / source / f".{name}{COALESCING_SUFFIX}"
+    final = Path(landing) / source / name
+    if final.exists():
+        return False
+    os.rename(staged, final)
+    return True
+
+
 @dataclass(frozen=True)
 class Gap:
     """One difference between the landing zone and what was ingested."""
@@ -168,7 +196,9 @@ class Gap:
     partition without a raw_documents materialisation; changed_since_ingestion:
     the folder's fingerprint differs from the one its last ingestion recorded;
     unfingerprinted: ingested before fingerprints were recorded (reported only);
-    landing_missing: a partition whose folder is gone (reported only)."""
+    landing_missing: a partition whose folder is gone (reported only);
+    interrupted_coalescing: a micro-batch merge a crash left in its hidden
+    folder (repaired by finishing the merge, then ingesting the batch)."""
     detail: str
     repair: bool
 
@@ -211,6 +241,12 @@ def find_gaps(
         elif recorded != current.digest:
             detail = f"now {current.files} files, {current.bytes} bytes; fingerprint changed"
             gaps.append(Gap(key, "changed_since_ingestion", detail, True))
+    for key, staged in interrupted_merges(landing):
+        if now - staged.stat().st_mtime >= grace_seconds:
+            members = sum(1 for p in staged.iterdir() if p.is_dir())
+            detail = f"{members} member folder(s) left in {staged.name}"
+            repairable = not (Path(landing) / key).exists()
+            gaps.append(Gap(key, "interrupted_coalescing", detail, repairable))
     on_disk = set(landing_batch_keys(landing))
     for key in registered:
         if key not in on_disk:

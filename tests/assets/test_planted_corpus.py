@@ -75,11 +75,14 @@ def test_planted_corpus_removes_masks_and_quarantines_exactly(layout, instance, 
         KEY,
         {
             "records.jsonl": jsonl(*records),
-            # invalid UTF-8 (0xE9 is cp1252 "é"): decoded by the fallback, never a crash
+            # Line 0 is cp1252 (0xE9 "é"): decoded by the fallback. Line 1 holds bytes
+            # of no supported encoding (0x81, 0x8D): quarantined as invalid_utf8.
             "latin.jsonl": json.dumps({"text": topic(4) + " CAFE"})
             .replace("CAFE", "caf@ cr@me")
             .encode()
             .replace(b"@", b"\xe9")
+            + b"\n"
+            + json.dumps({"text": topic(5) + " BAD"}).encode().replace(b"BAD", b"\x81\x8d")
             + b"\n",
             "junk.txt": b"\x00\x01\x02\x03binary junk\x00" * 20,
         },
@@ -91,6 +94,7 @@ def test_planted_corpus_removes_masks_and_quarantines_exactly(layout, instance, 
     raw = read_jsonl(layout.quarantine(KEY) / "raw_documents.jsonl")
     assert sorted((r["path"], r["record"], r["reason"]) for r in raw) == [
         ("junk.txt", None, "binary_content"),
+        ("latin.jsonl", 1, "invalid_utf8"),
         ("records.jsonl", 9, "invalid_json"),
         ("records.jsonl", 10, "missing_text"),
         ("records.jsonl", 11, "empty_text"),

@@ -1,4 +1,4 @@
-"""The drift sensor: a drifted batch requests the dataset, then the model chain, once."""
+"""The drift sensor: a drift result requests the dataset, then the model chain, once."""
 
 from __future__ import annotations
 
@@ -48,20 +48,34 @@ def test_only_a_drifted_batch_requests_the_dataset_then_the_model_chain(instance
     materialized(instance, "clean_shards", "s/b3")
     [dataset_run] = evaluate(instance).run_requests
     assert dataset_run.job_name == "training_dataset_snapshot"
-    assert dataset_run.run_key == "drift:s/b3:training_dataset"
+    key = f"drift:s/b3:corpus_profile={shifted['score']:.4f}"
+    assert dataset_run.run_key == f"{key}:training_dataset"
     assert "corpus_profile of s/b3" in dataset_run.tags["llama/reason"]
 
     materialized(instance, "training_dataset", None)
     [model_run] = evaluate(instance).run_requests
     assert (model_run.job_name, model_run.partition_key) == ("train_evaluate_promote", "tiny")
-    assert model_run.run_key == "drift:s/b3:tiny"
+    assert model_run.run_key == f"{key}:tiny"
 
     monkeypatch.setenv("LLAMA_DRIFT_VARIANTS", "tiny,llama-3.2-1b")
     runs = evaluate(instance).run_requests
     assert [(r.partition_key, r.run_key) for r in runs] == [
-        ("tiny", "drift:s/b3:tiny"),
-        ("llama-3.2-1b", "drift:s/b3:llama-3.2-1b"),
+        ("tiny", f"{key}:tiny"),
+        ("llama-3.2-1b", f"{key}:llama-3.2-1b"),
     ]
+    monkeypatch.delenv("LLAMA_DRIFT_VARIANTS")
+
+    # Re-profiled with the same data: the same result, so the same run keys.
+    materialized(instance, "corpus_profile", "s/b3", drift_metadata(shifted))
+    assert [r.run_key for r in evaluate(instance).run_requests] == [f"{key}:training_dataset"]
+    materialized(instance, "training_dataset", None)
+
+    # Other data in the batch that drifts again: a new result, a new retrain.
+    other = drift(profile([5000, 6000, 7000], "fr"), pool_profiles([base]))
+    materialized(instance, "corpus_profile", "s/b3", drift_metadata(other))
+    [again] = evaluate(instance).run_requests
+    assert again.run_key == f"drift:s/b3:corpus_profile={other['score']:.4f}:training_dataset"
+    materialized(instance, "training_dataset", None)
 
     # The batch is re-profiled and no longer drifts: nothing more is requested.
     materialized(instance, "corpus_profile", "s/b3", drift_metadata(calm))
@@ -74,5 +88,5 @@ def test_embedding_drift_alone_triggers_a_retrain(instance):
     materialized(instance, "embedding_drift", "s/b1", {"drift_score": 4.0, "drifted": True})
     materialized(instance, "clean_shards", "s/b1")
     [run] = evaluate(instance).run_requests
-    assert run.run_key == "drift:s/b1:training_dataset"
+    assert run.run_key == "drift:s/b1:embedding_drift=4.0000:training_dataset"
     assert "embedding_drift of s/b1" in run.tags["llama/reason"]

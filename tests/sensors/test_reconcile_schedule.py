@@ -74,3 +74,35 @@ def test_reconciliation_reports_then_repairs_every_gap(layout, instance, resourc
     assert isinstance(again, dg.SkipReason)
     report = json.loads(layout.reconciliation_report.read_text())
     assert [(g["key"], g["kind"]) for g in report["gaps"]] == [(gone, "landing_missing")]
+
+
+def test_a_merge_interrupted_by_a_crash_is_finished_and_ingested(layout, instance, resources):
+    # A kill -9 between two moves of a merge: one member is inside the hidden
+    # folder, the other still in place; nothing is visible to the landing sensor.
+    source = layout.landing / "web"
+    staged = source / ".20260101T000000Z-c2.coalescing"
+    land(layout, "web/20260101T000000Z", {"a.jsonl": jsonl({"id": "a", "text": topic(0)})})
+    land(layout, "web/20260101T000005Z", {"b.jsonl": jsonl({"id": "b", "text": topic(1)})})
+    staged.mkdir()
+    os.rename(source / "20260101T000000Z", staged / "20260101T000000Z")
+    _age(staged, 3600)
+    _age(source / "20260101T000005Z", 3600)
+
+    requests = tick(instance, resources)
+
+    report = json.loads(layout.reconciliation_report.read_text())
+    assert {(g["key"], g["kind"]) for g in report["gaps"]} == {
+        ("web/20260101T000000Z-c2", "interrupted_coalescing"),
+        ("web/20260101T000005Z", "unregistered"),
+    }
+    merged = source / "20260101T000000Z-c2"
+    assert not staged.exists()
+    assert (merged / "20260101T000000Z" / "a.jsonl").is_file()
+    assert set(instance.get_dynamic_partitions(BATCHES)) == {
+        "web/20260101T000000Z-c2",
+        "web/20260101T000005Z",
+    }
+    assert sorted(r.partition_key for r in requests) == [
+        "web/20260101T000000Z-c2",
+        "web/20260101T000005Z",
+    ]
