@@ -11,7 +11,7 @@ input must never crash a run nor vanish silently.
 
 Text may be UTF-8, UTF-16 with a BOM, or legacy cp1252/latin-1 (see
 `decode_line`). Bytes that are none of these are never guessed at nor replaced:
-their record (a line of JSON lines, a CSV row, a whole file otherwise) is
+their record (a line of JSON lines, a CSV or Parquet row, a whole file otherwise) is
 rejected as "invalid_utf8" ("invalid_utf16" in a file with a UTF-16 BOM), and
 so is a JSON string holding a lone surrogate, which no UTF-8 output can store.
 """
@@ -226,6 +226,35 @@ def decode_bytes(data: bytes) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         return "".join(decode_line(line) for line in data.splitlines(keepends=True))
+
+
+def _parquet_rows(chunk: pa.RecordBatch) -> Iterator[dict | bytes]:
+    """The rows of a Parquet batch as dicts; a row whose strings are not valid
+    UTF-8 (Parquet declares them UTF-8, so no other encoding is guessed) comes
+    back as the raw bytes of its first such value, for a reject's excerpt."""
+    try:
+        yield from chunk.to_pylist()
+        return
+    except UnicodeDecodeError:
+        pass  # some row is not UTF-8: find it, row by row
+    for i in range(chunk.num_rows):
+        row = chunk.slice(i, 1)
+        try:
+            yield row.to_pylist()[0]
+        except UnicodeDecodeError:
+            yield _undecodable_bytes(row)
+
+
+def _undecodable_bytes(row: pa.RecordBatch) -> bytes:
+    for column in row.columns:
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            value = column.cast(pa.large_binary())[0].as_py()
+            if value is not None:
+                try:
+                    value.decode("utf-8")
+                except UnicodeDecodeError:
+                    return value
+    return b""  # the bad bytes are inside a nested column (e.g. messages)
 
 
 def has_surrogates(text: str) -> bool:
@@ -539,8 +568,11 @@ class _Reader:
                 return
             index = 0
             for chunk in parquet.iter_batches(batch_size=1024, columns=columns):
-                for obj in chunk.to_pylist():
-                    yield self.from_mapping(index, obj)
+                for obj in _parquet_rows(chunk):
+                    if isinstance(obj, bytes):
+                        yield self.reject(index, self.undecodable, obj)
+                    else:
+                        yield self.from_mapping(index, obj)
                     index += 1
             if index == 0:
                 yield self.reject(None, "empty_file", f"columns: {names}")

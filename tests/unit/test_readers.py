@@ -344,6 +344,18 @@ def test_invalid_utf8_is_rejected_per_record(tmp_path: Path) -> None:
     ]
 
 
+def test_invalid_utf8_in_parquet_is_rejected_per_row(tmp_path: Path) -> None:
+    # Arrow does not check UTF-8 on write: a string column can hold any bytes.
+    values = [b"first row", b"bad \x81\x8d bytes", b"third row"]
+    text = pa.array(values, type=pa.binary()).view(pa.string())
+    pq.write_table(pa.table({"text": text, "title": ["a", "b", "c"]}), tmp_path / "t.parquet")
+    assert _by_path(list(iter_batch(tmp_path, "s", "b"))) == [
+        ("t.parquet", 0, "first row"),
+        ("t.parquet", 1, ("invalid_utf8", "bad \\x81\\x8d bytes")),
+        ("t.parquet", 2, "third row"),
+    ]
+
+
 def test_lone_surrogates_in_json_are_invalid_utf8(tmp_path: Path) -> None:
     (tmp_path / "list.json").write_text(
         '[{"text": "a \\ud83d"}, {"text": "b", "title": "t \\udc81"},'
