@@ -23,6 +23,12 @@ from llama_assets.curate.shards import ShardWriter
 from llama_assets.curate.sources import drift_baseline_keys, source_policy, sources_file
 from llama_assets.curate.validate import REVIEW_SCHEMA, ContentPolicy, validate_documents
 from llama_assets.ingest.assets import raw_documents
+from llama_assets.ingest.schema import (
+    CLEAN_COLUMNS,
+    CleanShards,
+    ReviewCandidates,
+    ReviewQueue,
+)
 from llama_assets.layout import split_batch_key
 from llama_assets.partitions import batch_partitions, earlier_batch_keys, later_batch_keys
 from llama_assets.policies import DEDUP_POOL, IO_RETRY
@@ -81,9 +87,8 @@ def validated_documents(
     quarantine = layout.quarantine(key) / "validated_documents.jsonl"
     write_rejects(rejects, quarantine)
     # Borderline documents, with what happened to each, for the review_queue asset.
-    write_table(
-        pl.DataFrame(review, schema=REVIEW_SCHEMA), layout.staging("review_candidates", key)
-    )
+    candidates = ReviewCandidates.validate(pl.DataFrame(review, schema=REVIEW_SCHEMA))
+    write_table(candidates, layout.staging("review_candidates", key))
     statuses = Counter(r["status"] for r in review)
     seconds = time.perf_counter() - started
     return dg.MaterializeResult(
@@ -124,6 +129,7 @@ def review_queue(context: dg.AssetExecutionContext, storage: LocalDataRoot) -> d
         .replace_strict(decisions, default=None, return_dtype=pl.String)
         .alias("decision")
     ).sort("status", "rule", "doc_id")
+    queue = ReviewQueue.validate(queue)
     out = layout.review_queue(key)
     manifest = write_table(queue, out)
     # A flat copy for people (spreadsheets), written atomically beside the table.
@@ -236,7 +242,6 @@ def clean_shards(context: dg.AssetExecutionContext, storage: LocalDataRoot) -> d
     index = DedupIndex(layout.dedup_index)
     stats = DedupStats()
     removed: list[Reject] = []
-    columns = ["doc_id", "source", "batch", "path", "title", "text", "language", "messages"]
     out = layout.shards(key)
     # Part by part against the persistent index: memory is bounded by a few
     # parts. Their MinHash signatures are computed in worker processes.
@@ -244,7 +249,7 @@ def clean_shards(context: dg.AssetExecutionContext, storage: LocalDataRoot) -> d
     with ShardWriter(out) as writer:
         for part, kept in deduplicate_batch(parts, index, key, earlier, stats, later):
             before = len(stats.decisions) - (part.height - kept.height)
-            writer.write(kept.select([c for c in columns if c in kept.columns]))
+            writer.write(CleanShards.validate(kept.select(CLEAN_COLUMNS)))
             new = {d.doc_id: d for d in stats.decisions[before:]}
             for row in part.filter(part["doc_id"].is_in(list(new))).iter_rows(named=True):
                 d = new[row["doc_id"]]

@@ -1,11 +1,14 @@
-"""Layer 1 of data validation: the schema of document tables (pandera, polars).
+"""Layer 1 of data validation: the schema of every table the data stage writes
+(pandera, polars).
 
 The raw table is what the readers produced; the validated table adds what
-curation measured (language, PII counts, quality signals). Declaring both as
-pandera models gives one place that says what a column must hold, and lets
-`split_schema_failures` turn row-level violations into quarantined rejects
-instead of failing the whole batch - while a broken frame (a missing column,
-a wrong dtype) is a bug upstream and raises.
+curation measured (language, PII counts, quality signals); the clean shards are
+what flows downstream; the review tables are what a person reads. Declaring
+them as pandera models gives one place that says what a column must hold. For
+the raw and validated tables, `split_schema_failures` turns row-level
+violations into quarantined rejects instead of failing the whole batch; the
+clean shards and review tables are built from rows that already passed, so a
+violation there is a bug and fails the asset (`Model.validate` raises).
 """
 
 from __future__ import annotations
@@ -161,3 +164,56 @@ def split_schema_failures(
             )
         )
     return numbered.filter(~is_failing).drop("__row"), rejects
+
+
+class CleanShards(pa.DataFrameModel):
+    """The deduplicated documents every downstream stage reads."""
+
+    doc_id: str = pa.Field(unique=True, str_length={"min_value": 1})
+    source: str = pa.Field(str_length={"min_value": 1})
+    batch: str = pa.Field(str_length={"min_value": 1})
+    path: str = pa.Field(str_length={"min_value": 1})
+    title: str = pa.Field(nullable=True)
+    text: str
+    language: str = pa.Field(str_matches=r"^[a-z]{2,3}$")
+    messages: str = pa.Field(nullable=True)
+
+    @pa.check("text", name="not_blank")
+    def text_not_blank(cls, data: pa.PolarsData) -> pl.LazyFrame:
+        return data.lazyframe.select(pl.col(data.key).str.strip_chars().str.len_chars() > 0)
+
+    class Config:
+        strict = True
+
+
+CLEAN_COLUMNS = ["doc_id", "source", "batch", "path", "title", "text", "language", "messages"]
+"""The clean shards' columns, in order (`CleanShards`)."""
+
+
+class ReviewCandidates(pa.DataFrameModel):
+    """Borderline documents, each with its closest rule (curate/review.py)."""
+
+    doc_id: str = pa.Field(unique=True, str_length={"min_value": 1})
+    source: str
+    batch: str
+    path: str
+    record: pl.Int64 = pa.Field(ge=0)
+    status: str = pa.Field(isin=["held", "passed", "approved", "rejected"])
+    rule: str = pa.Field(str_length={"min_value": 1})
+    signal: str = pa.Field(isin=list(SIGNAL_NAMES))
+    value: float
+    threshold: float
+    distance: float
+    margin: float = pa.Field(gt=0)
+    rules: str = pa.Field(str_length={"min_value": 1})
+    failed_rules: str
+    text: str
+
+    class Config:
+        strict = True
+
+
+class ReviewQueue(ReviewCandidates):
+    """The review queue a person reads: candidates plus the decision on file."""
+
+    decision: str = pa.Field(nullable=True, isin=["approve", "reject"])

@@ -120,3 +120,69 @@ def test_validated_model() -> None:
 def test_validated_model_requires_quality_columns() -> None:
     with pytest.raises(SchemaFrameError, match="q_curly_brace"):
         split_schema_failures(_validated().drop("q_curly_brace"), ValidatedDocuments)
+
+
+def _clean(**overrides) -> pl.DataFrame:
+    row = {
+        "doc_id": "a",
+        "source": "web",
+        "batch": "b1",
+        "path": "f.jsonl",
+        "title": None,
+        "text": "some text",
+        "language": "en",
+        "messages": None,
+    }
+    return pl.DataFrame([row, {**row, "doc_id": "b"}, {**row, "doc_id": "c", **overrides}])
+
+
+def test_clean_shards_model_fails_on_any_bad_row() -> None:
+    from pandera.errors import SchemaError
+
+    from llama_assets.ingest.schema import CLEAN_COLUMNS, CleanShards
+
+    good = _clean().cast({"title": pl.String, "messages": pl.String})
+    assert CleanShards.validate(good).columns == CLEAN_COLUMNS
+    for bad in (
+        _clean(text="  "),
+        _clean(doc_id="a"),
+        _clean(language="english"),
+        _clean(path=""),
+    ):
+        with pytest.raises(SchemaError):
+            CleanShards.validate(bad.cast({"title": pl.String, "messages": pl.String}))
+    with pytest.raises(SchemaError):  # strict: no stray columns downstream
+        CleanShards.validate(good.with_columns(extra=pl.lit(1)))
+
+
+def test_review_queue_model() -> None:
+    from pandera.errors import SchemaError
+
+    from llama_assets.curate.validate import REVIEW_SCHEMA
+    from llama_assets.ingest.schema import ReviewCandidates, ReviewQueue
+
+    row = {
+        "doc_id": "a",
+        "source": "web",
+        "batch": "b1",
+        "path": "f.jsonl",
+        "record": 0,
+        "status": "held",
+        "rule": "gopher_min_words",
+        "signal": "q_word_count",
+        "value": 48.0,
+        "threshold": 50.0,
+        "distance": -2.0,
+        "margin": 5.0,
+        "rules": "gopher_min_words",
+        "failed_rules": "gopher_min_words",
+        "text": "short text",
+    }
+    candidates = pl.DataFrame([row], schema=REVIEW_SCHEMA)
+    ReviewCandidates.validate(candidates)
+    ReviewCandidates.validate(pl.DataFrame(schema=REVIEW_SCHEMA))  # nothing borderline
+    ReviewQueue.validate(candidates.with_columns(decision=pl.lit("approve")))
+    with pytest.raises(SchemaError):
+        ReviewCandidates.validate(pl.DataFrame([{**row, "status": "maybe"}], schema=REVIEW_SCHEMA))
+    with pytest.raises(SchemaError):
+        ReviewQueue.validate(candidates.with_columns(decision=pl.lit("perhaps")))
