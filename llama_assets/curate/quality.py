@@ -36,6 +36,9 @@ BULLETS = ("•", "‣", "◦", "▪", "●", "-", "*", "–")
 
 ELLIPSES = ("...", "…")
 
+SHORT_LINE_CHARS = 30
+"""FineWeb: a line of at most this many characters (stripped) is short."""
+
 TERMINAL_PUNCTUATION = (".", "!", "?", '"', "'", "”", "’")
 """C4's terminal punctuation: period, exclamation and question marks, end quotes."""
 
@@ -56,6 +59,7 @@ SIGNAL_NAMES = (
     "q_curly_brace",
     "q_duplicate_line_fraction",
     "q_duplicate_line_char_fraction",
+    "q_short_line_fraction",
 )
 """Keys of `quality_signals`, in order; all values are floats (flags are 0.0/1.0)."""
 
@@ -109,6 +113,10 @@ class QualityThresholds:
     max_duplicate_line_fraction: float = 0.3
     max_duplicate_line_char_fraction: float = 0.2
 
+    # FineWeb's custom filter of list-like pages (menus, link lists, tables).
+    max_short_line_fraction: float = 0.67
+    """Share of lines of at most SHORT_LINE_CHARS characters (FineWeb: 0.67)."""
+
 
 DEFAULT_THRESHOLDS = QualityThresholds()
 
@@ -160,6 +168,7 @@ def quality_signals(text: str) -> dict[str, float]:
         "q_curly_brace": float("{" in text),
         "q_duplicate_line_fraction": per_line(dup_lines),
         "q_duplicate_line_char_fraction": dup_chars / line_chars if line_chars else 0.0,
+        "q_short_line_fraction": per_line(sum(len(line) <= SHORT_LINE_CHARS for line in lines)),
     }
 
 
@@ -322,6 +331,9 @@ def _signals_frame(texts: list[str]) -> pl.DataFrame:
             q_curly_brace=text.str.contains("{", literal=True).cast(pl.Float64),
             q_duplicate_line_fraction=_ratio(n_lines - pl.col("lines").list.n_unique(), n_lines),
             q_duplicate_line_char_fraction=_ratio(line_chars - unique_line_chars, line_chars),
+            q_short_line_fraction=_ratio(
+                per_line_count(el.str.len_chars() <= SHORT_LINE_CHARS), n_lines
+            ),
         )
         .collect()
     )
@@ -364,5 +376,6 @@ def quality_failures(
             "duplicate_line_chars",
             s["q_duplicate_line_char_fraction"] > t.max_duplicate_line_char_fraction,
         ),
+        ("fineweb_short_lines", s["q_short_line_fraction"] > t.max_short_line_fraction),
     )
     return [name for name, failed in rules if failed]

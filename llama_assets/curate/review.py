@@ -56,6 +56,7 @@ class ReviewMargins:
     c4_javascript: float = 0.05
     duplicate_lines: float = 0.03
     duplicate_line_chars: float = 0.02
+    fineweb_short_lines: float = 0.03
 
 
 DEFAULT_MARGINS = ReviewMargins()
@@ -108,6 +109,7 @@ def _rules(t: QualityThresholds) -> list[tuple[str, str, str, float | tuple[floa
             "max",
             t.max_duplicate_line_char_fraction,
         ),
+        ("fineweb_short_lines", "q_short_line_fraction", "max", t.max_short_line_fraction),
     ]
     # A minimum of 0 turns the terminal-punctuation rule off.
     return [r for r in rules if not (r[0] == "c4_terminal_punctuation" and r[3] <= 0)]

@@ -89,6 +89,7 @@ class ValidatedDocuments(RawDocuments):
     q_curly_brace: float = pa.Field(isin=[0.0, 1.0])
     q_duplicate_line_fraction: float = pa.Field(in_range={"min_value": 0.0, "max_value": 1.0})
     q_duplicate_line_char_fraction: float = pa.Field(in_range={"min_value": 0.0, "max_value": 1.0})
+    q_short_line_fraction: float = pa.Field(in_range={"min_value": 0.0, "max_value": 1.0})
 
     class Config:
         strict = False

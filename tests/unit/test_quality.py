@@ -47,6 +47,7 @@ def test_exact_signals() -> None:
         "q_curly_brace": 0.0,
         "q_duplicate_line_fraction": 0.25,
         "q_duplicate_line_char_fraction": pytest.approx(10 / 50),
+        "q_short_line_fraction": 1.0,  # every line has at most 30 characters
     }
     assert tuple(quality_signals(text)) == SIGNAL_NAMES
 
@@ -93,6 +94,7 @@ def _passing() -> dict[str, float]:
         ("q_javascript_line_fraction", 0.51, "c4_javascript"),
         ("q_duplicate_line_fraction", 0.31, "duplicate_lines"),
         ("q_duplicate_line_char_fraction", 0.21, "duplicate_line_chars"),
+        ("q_short_line_fraction", 0.68, "fineweb_short_lines"),
     ],
 )
 def test_each_rule_fails_alone(signal: str, value: float, rule: str) -> None:
@@ -113,6 +115,7 @@ def test_each_rule_fails_alone(signal: str, value: float, rule: str) -> None:
         ("q_alpha_word_fraction", 0.8),
         ("q_stop_word_count", 2.0),
         ("q_duplicate_line_fraction", 0.3),
+        ("q_short_line_fraction", 0.67),
     ],
 )
 def test_boundaries_are_kept(signal: str, value: float) -> None:
@@ -133,6 +136,14 @@ def test_texts_that_fail() -> None:
     notices = "Please enable JavaScript to view this page.\n" * 2 + PROSE
     # 2 of 3 lines mention JavaScript; 1 of 3 lines is a repeat.
     assert quality_failures(quality_signals(notices)) == ["c4_javascript", "duplicate_lines"]
+
+
+def test_fineweb_short_lines() -> None:
+    menu = "\n".join(["Home", "About us", "Products", "Contact", PROSE])
+    signals = quality_signals(menu)
+    assert signals["q_short_line_fraction"] == pytest.approx(4 / 5)
+    assert quality_failures(signals) == ["fineweb_short_lines"]
+    assert quality_failures(signals, QualityThresholds(max_short_line_fraction=1.0)) == []
 
 
 def test_thresholds_override_per_source() -> None:
