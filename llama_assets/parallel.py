@@ -15,6 +15,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import TypeVar
 
 WORKERS_ENV = "LLAMA_CPU_WORKERS"
@@ -24,14 +25,28 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def cpu_workers() -> int:
-    """Worker processes to use: LLAMA_CPU_WORKERS, else the CPUs this process may run on."""
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+"""cgroup v2 CPU quota ("<quota> <period>" or "max <period>"): a container's share."""
+
+
+def cpu_workers(cpu_max: Path = CGROUP_CPU_MAX) -> int:
+    """Worker processes to use: LLAMA_CPU_WORKERS, else the CPUs this process may
+    run on, capped by its container's CPU quota (a Kubernetes pod limited to 2
+    CPUs on a 64-core node gets 2, not 64)."""
     configured = os.environ.get(WORKERS_ENV, "").strip()
     if configured:
         if not configured.isdigit() or int(configured) < 1:
             raise ValueError(f"{WORKERS_ENV} must be a positive integer, got {configured!r}")
         return int(configured)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = cpus or 1
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+    except (OSError, ValueError):
+        return cpus
+    if quota == "max":
+        return cpus
+    return max(1, min(cpus, int(int(quota) / int(period))))
 
 
 def map_parts(

@@ -6,8 +6,8 @@ n-grams) and walks the hierarchical-softmax tree. Most of its cost is
 recomputing the character n-grams of every token of every document, although
 a corpus repeats the same few thousand words. Here each distinct token's
 vector sum is computed once and cached, and the averaging and the output
-layer run as matrix operations over a whole part of documents, about 10x
-faster than calling `predict` per document (benchmarks/data_stage.py).
+layer run as matrix operations over a whole part of documents: about 50-70 us
+a 1.5 kB document on one core once the cache is warm, against fastText's 230 us.
 
 The model file is parsed directly (format of fastText 0.9, `FastText::loadModel`),
 and every step follows fastText's C++ (`Dictionary::getLine`, `computeSubwords`,
@@ -35,8 +35,8 @@ _KSUB = 256  # product quantizer centroids per sub-quantizer (8 bits)
 _FNV_OFFSET, _FNV_PRIME = 2166136261, 16777619
 
 CACHE_TOKENS = 200_000
-"""Distinct tokens whose vector sums are kept (~16 MB at dim 16); the cache
-is cleared when full, so memory stays bounded on any corpus."""
+"""Distinct tokens whose vector sums are kept (~13 MB of float32 at dim 16, plus
+the tokens); the cache is cleared when full, so memory stays bounded on any corpus."""
 
 HIDDEN_CHUNK = 2_048
 """Texts tokenised and averaged per vectorised step (bounds their token lists

@@ -71,3 +71,15 @@ def test_worker_count_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
         cpu_workers()
     monkeypatch.delenv(WORKERS_ENV)
     assert cpu_workers() >= 1
+
+
+def test_worker_count_follows_the_container_cpu_quota(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv(WORKERS_ENV, raising=False)
+    cpu_max = tmp_path / "cpu.max"
+    machine = cpu_workers(tmp_path / "missing")
+    cpu_max.write_text("max 100000\n")
+    assert cpu_workers(cpu_max) == machine
+    cpu_max.write_text("50000 100000\n")  # half a CPU
+    assert cpu_workers(cpu_max) == 1
+    cpu_max.write_text(f"{100000 * (machine + 8)} 100000\n")  # more than the machine has
+    assert cpu_workers(cpu_max) == machine
