@@ -174,7 +174,7 @@ def quality_signals(text: str) -> dict[str, float]:
 
 # --- Batch (vectorised) signals ------------------------------------------------
 #
-# `quality_signals_batch` must give exactly what `quality_signals` gives, so the
+# `quality_signals_frame` must give exactly what `quality_signals` gives, so the
 # Python string semantics it relies on are spelled out for polars' Rust regex
 # engine instead of trusting that the two agree (they do not, at the edges):
 
@@ -338,11 +338,6 @@ def _signals_frame(texts: list[str]) -> pl.DataFrame:
         .collect()
     )
     return frame.select(SIGNAL_NAMES)
-
-
-def quality_signals_batch(texts: Sequence[str]) -> dict[str, list[float]]:
-    """`quality_signals` of every text at once: signal name -> one value per text."""
-    return quality_signals_frame(texts).to_dict(as_series=False)
 
 
 def quality_failures(

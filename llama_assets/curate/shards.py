@@ -221,13 +221,24 @@ def read_shard(
 ) -> pl.DataFrame:
     """One part of a shard set (an entry of `shard_list`), checked against the manifest."""
     path = Path(out_dir) / shard["file"]
-    if verify:
-        if not path.is_file():
-            raise CorruptShardError(Path(out_dir), [f"{shard['file']}: missing"])
-        if path.stat().st_size != shard["bytes"] or sha256_file(path) != shard["sha256"]:
-            raise CorruptShardError(Path(out_dir), [f"{shard['file']}: size or sha256 mismatch"])
+    problem = _shard_problem(path, shard) if verify else None
+    if problem:
+        raise CorruptShardError(Path(out_dir), [problem])
     frame = pl.read_parquet(path)
     return frame.select(columns) if columns else frame
+
+
+def _shard_problem(path: Path, shard: dict[str, Any]) -> str | None:
+    """What is wrong with one part against its manifest entry, or None."""
+    name = shard["file"]
+    if not path.is_file():
+        return f"{name}: missing"
+    size = path.stat().st_size
+    if size != shard["bytes"]:
+        return f"{name}: size {size} != {shard['bytes']} in manifest"
+    if sha256_file(path) != shard["sha256"]:
+        return f"{name}: sha256 mismatch"
+    return None
 
 
 def apply_to_shard(task: tuple, fn: Callable[..., R], args: tuple) -> R:
@@ -259,18 +270,10 @@ def verify_shards(out_dir: Path) -> list[str]:
     problems: list[str] = []
     listed = set()
     for shard in manifest.get("shards", []):
-        name = shard["file"]
-        listed.add(name)
-        path = out_dir / name
-        if not path.is_file():
-            problems.append(f"{name}: missing")
-            continue
-        size = path.stat().st_size
-        if size != shard["bytes"]:
-            problems.append(f"{name}: size {size} != {shard['bytes']} in manifest")
-            continue
-        if sha256_file(path) != shard["sha256"]:
-            problems.append(f"{name}: sha256 mismatch")
+        listed.add(shard["file"])
+        problem = _shard_problem(out_dir / shard["file"], shard)
+        if problem:
+            problems.append(problem)
     for path in sorted(out_dir.glob("part-*.parquet")):
         if path.name not in listed:
             problems.append(f"{path.name}: not in manifest")

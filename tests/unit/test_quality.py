@@ -11,7 +11,7 @@ from llama_assets.curate.quality import (
     QualityThresholds,
     quality_failures,
     quality_signals,
-    quality_signals_batch,
+    quality_signals_frame,
 )
 
 PROSE = (
@@ -180,7 +180,7 @@ def test_batch_equals_per_document() -> None:
     from pydoc_data.topics import topics
 
     texts = list(topics.values()) + EDGE_CASES
-    batch = quality_signals_batch(texts)
+    batch = quality_signals_frame(texts).to_dict(as_series=False)
     assert tuple(batch) == SIGNAL_NAMES
     for i, text in enumerate(texts):
         expected = quality_signals(text)
@@ -197,7 +197,7 @@ def test_batch_equals_per_document() -> None:
 
 
 def test_batch_of_nothing() -> None:
-    assert quality_signals_batch([]) == {name: [] for name in SIGNAL_NAMES}
+    assert quality_signals_frame([]).to_dict(as_series=False) == {name: [] for name in SIGNAL_NAMES}
 
 
 def test_batch_character_classes_match_python() -> None:
