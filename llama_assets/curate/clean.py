@@ -97,27 +97,27 @@ def deduplicate_part(
     )
     removed = {d.doc_id for d in decisions}
     keep = np.array([d not in removed for d in doc_ids], dtype=bool)
-    index.replace_batch(
-        batch_key,
-        [d for d, k in zip(doc_ids, keep, strict=True) if k],
+    survivors = FingerprintedPart(
+        docs.filter(pl.Series(keep)),
         [h for h, k in zip(hashes, keep, strict=True) if k],
         signatures[keep],
+    )
+    index.replace_batch(
+        batch_key,
+        survivors.docs["doc_id"].to_list(),
+        survivors.hashes,
+        survivors.signatures,
         keep_existing=True,
     )
     if later_batches:
-        survivors = FingerprintedPart(
-            docs.filter(pl.Series(keep)),
-            [h for h, k in zip(hashes, keep, strict=True) if k],
-            signatures[keep],
-        )
         stats.later_batches_with_duplicates |= later_duplicate_batches(
             survivors, index, later_batches
         )
     stats.input_rows += docs.height
-    stats.kept_rows += int(keep.sum())
+    stats.kept_rows += survivors.docs.height
     stats.candidates_from_index += len(prior.doc_ids)
     stats.decisions.extend(decisions)
-    return docs.filter(pl.Series(keep))
+    return survivors.docs
 
 
 def deduplicate_batch(

@@ -15,6 +15,12 @@ from tests.landing import jsonl, land, topic
 UPSTREAM = [raw_documents, validated_documents]
 
 
+def validate(key, instance, resources) -> None:
+    for asset in UPSTREAM:
+        result = dg.materialize([asset], instance=instance, resources=resources, partition_key=key)
+        assert result.success
+
+
 def clean(key, instance, resources) -> dg.ExecuteInJobResult:
     result = dg.materialize(
         [clean_shards], instance=instance, resources=resources, partition_key=key
@@ -37,10 +43,7 @@ def test_a_later_batch_that_ran_first_is_deduplicated_again(layout, instance, re
     )
     instance.add_dynamic_partitions(BATCHES, [early, late])
     for key in (early, late):
-        for asset in UPSTREAM:
-            assert dg.materialize(
-                [asset], instance=instance, resources=resources, partition_key=key
-            ).success
+        validate(key, instance, resources)
 
     # The later batch runs first: nothing earlier is indexed, it keeps its copy of topic 1.
     clean(late, instance, resources)
@@ -72,10 +75,7 @@ def test_batches_in_order_request_nothing(layout, instance, resources):
     land(layout, late, {"c.jsonl": jsonl({"id": "c", "text": topic(0)})})
     instance.add_dynamic_partitions(BATCHES, [early, late])
     for key in (early, late):
-        for asset in UPSTREAM:
-            assert dg.materialize(
-                [asset], instance=instance, resources=resources, partition_key=key
-            ).success
+        validate(key, instance, resources)
         clean(key, instance, resources)
     assert read_table(layout.shards(late)).height == 0
     assert dedup_order_requests(instance) == []
