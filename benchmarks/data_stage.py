@@ -182,9 +182,9 @@ def make_corpus(n: int, out: Path, seed: int = 0) -> dict:
 def run_ours(landing: Path, work: Path) -> dict:
     """The stage as the assets run it: streamed parts, validation and MinHash in
     worker processes (one per CPU), the persistent dedup index, shard writers."""
+    from llama_assets.base.shards import ShardWriter
     from llama_assets.curate.clean import DedupStats, deduplicate_batch, fingerprint_part
     from llama_assets.curate.dedup_index import DedupIndex
-    from llama_assets.curate.shards import ShardWriter
     from llama_assets.curate.validate import ContentPolicy, validate_documents
     from llama_assets.ingest.batch import stream_batch
     from llama_assets.ingest.schema import RAW_SCHEMA
@@ -221,7 +221,7 @@ def run_ours(landing: Path, work: Path) -> dict:
 
 def json_record(doc_id: str, work: Path, _cache: dict = {}) -> int:  # noqa: B006
     if not _cache:
-        from llama_assets.curate.shards import iter_shards
+        from llama_assets.base.shards import iter_shards
 
         for part in iter_shards(work / "validated", ["doc_id", "path", "record"]):
             for d, p, r in part.iter_rows():
@@ -368,7 +368,7 @@ def main() -> None:
     parser.add_argument("--baseline-size", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=2, help="runs per measurement")
     args = parser.parse_args()
-    from llama_assets.parallel import cpu_workers
+    from llama_assets.base.parallel import cpu_workers
 
     load_before = os.getloadavg()
     rows = []

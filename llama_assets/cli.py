@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 
 # The embedded default must be in place before Dagster reads its environment.
-from llama_assets.settings import SAMPLE_DATA, ensure_dagster_home
+from llama_assets.base.settings import SAMPLE_DATA, ensure_dagster_home
 
 SAMPLE_SOURCE = "python-docs"
 
@@ -44,8 +44,8 @@ def _train_config(args) -> dict | None:
 
 
 def cmd_ingest(args) -> int:
+    from llama_assets.base.settings import data_root
     from llama_assets.ingest.landing import add_to_landing
-    from llama_assets.settings import data_root
 
     key = add_to_landing(Path(args.path), data_root() / "landing", args.source, args.batch)
     print(f"added batch {key} to {data_root() / 'landing' / key}")
@@ -86,10 +86,10 @@ def cmd_backfill(args) -> int:
 
 
 def cmd_status(args) -> int:
+    from llama_assets.base.settings import dagster_home, data_root
     from llama_assets.deployment.registry import read_aliases
     from llama_assets.jobs import BATCH_ASSETS, VARIANT_ASSETS
     from llama_assets.partitions import BATCHES
-    from llama_assets.settings import dagster_home, data_root
     from llama_assets.training.variants import VARIANTS
 
     runner = _runner()
@@ -125,9 +125,9 @@ def cmd_status(args) -> int:
 
 
 def cmd_rollback(args) -> int:
+    from llama_assets.base.layout import DataLayout
+    from llama_assets.base.settings import data_root
     from llama_assets.deployment.registry import RollbackError, rollback
-    from llama_assets.layout import DataLayout
-    from llama_assets.settings import data_root
 
     path = DataLayout(data_root()).aliases(args.variant)
     try:
@@ -167,7 +167,7 @@ def cmd_remove_batch(args) -> int:
     """Delete a batch everywhere: partition, index rows, landing and derived files."""
     import shutil
 
-    from llama_assets.layout import split_batch_key
+    from llama_assets.base.layout import split_batch_key
     from llama_assets.partitions import BATCHES
     from llama_assets.retrieval.index import TABLE_NAME, delete_batch, maintain_indexes
 
@@ -230,8 +230,8 @@ def cmd_restore_index(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    from llama_assets.base.settings import data_root
     from llama_assets.ingest.landing import add_to_landing
-    from llama_assets.settings import data_root
 
     landing = data_root() / "landing"
     for part in sorted(p.name for p in SAMPLE_DATA.iterdir() if p.is_dir()):
@@ -246,9 +246,9 @@ def cmd_demo(args) -> int:
 
 
 def print_summary(variants) -> None:
+    from llama_assets.base.layout import DataLayout
+    from llama_assets.base.settings import dagster_home, data_root
     from llama_assets.deployment.registry import read_aliases
-    from llama_assets.layout import DataLayout
-    from llama_assets.settings import dagster_home, data_root
 
     layout = DataLayout(data_root())
     print("artifacts")

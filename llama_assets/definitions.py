@@ -6,8 +6,8 @@ import os
 
 import dagster as dg
 
+from llama_assets.base.settings import data_root
 from llama_assets.jobs import ALL_ASSETS, batch_job, dataset_job, model_job
-from llama_assets.settings import data_root
 from resources.device import DeviceResource
 from resources.embedder import EmbedderResource
 from resources.storage import LocalDataRoot

@@ -10,11 +10,11 @@ from llama_assets.curate.assets import (
     review_queue,
     validated_documents,
 )
-from llama_assets.curate.drift_assets import embedding_drift
 from llama_assets.deployment.assets import eval_report, promoted_model
 from llama_assets.ingest.assets import raw_documents
 from llama_assets.partitions import batch_partitions, variant_partitions
 from llama_assets.retrieval.assets import chunks, embeddings, rag_index
+from llama_assets.retrieval.drift_assets import embedding_drift
 from llama_assets.training.assets import finetuned_checkpoint, training_dataset
 
 BATCH_ASSETS = [

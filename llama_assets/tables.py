@@ -15,14 +15,14 @@ from typing import TypeVar
 import dagster as dg
 import polars as pl
 
-from llama_assets.curate.shards import (
+from llama_assets.base.parallel import map_parts
+from llama_assets.base.shards import (
     CorruptShardError,
     apply_to_shard,
     scan_shards,
     shard_list,
     write_shards,
 )
-from llama_assets.parallel import map_parts
 
 R = TypeVar("R")
 
@@ -99,7 +99,7 @@ def map_table(
     workers: int | None = None,
 ) -> Iterator[R]:
     """`fn(part, *args)` for each checksummed part of a table, in part order,
-    computed in worker processes (see llama_assets/parallel.py; `fn` must be a
+    computed in worker processes (see llama_assets/base/parallel.py; `fn` must be a
     module-level function). A missing or corrupt table raises the same Failure
     as `read_table`."""
     if not (out_dir / "manifest.json").exists():

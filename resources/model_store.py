@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from llama_assets.atomic import staged_dir
-from llama_assets.settings import data_root
+from llama_assets.base.atomic import staged_dir
+from llama_assets.base.settings import data_root
 
 COMPLETE_MARKER = ".complete"
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from llama_assets.layout import DataLayout
-from llama_assets.settings import data_root
+from llama_assets.base.layout import DataLayout
+from llama_assets.base.settings import data_root
 
 
 class LocalDataRoot(dg.ConfigurableResource):

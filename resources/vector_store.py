@@ -6,12 +6,10 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-# lancedb itself is imported through ``index``, which quiets Lance's logger first.
-from llama_assets.retrieval import index
+from llama_assets.base.settings import data_root
 
 if TYPE_CHECKING:
     import lancedb
-from llama_assets.settings import data_root
 
 
 class LanceDBResource(dg.ConfigurableResource):
@@ -24,7 +22,14 @@ class LanceDBResource(dg.ConfigurableResource):
         return self.uri or str(data_root() / "lancedb")
 
     def connect(self) -> lancedb.DBConnection:
+        # The table's schema and Lance's quiet logger belong to the retrieval
+        # stage; imported here, not at module import, so resources stay below
+        # the asset packages.
+        from llama_assets.retrieval import index
+
         return index.connect(self.resolved_uri)
 
     def chunks_table(self, dim: int) -> lancedb.table.Table:
+        from llama_assets.retrieval import index
+
         return index.open_table(self.connect(), dim)

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from llama_assets.atomic import atomic_write_json
+from llama_assets.base.atomic import atomic_write_json
 from llama_assets.ingest.coalesce import (
     LANDING_FINGERPRINT,
     CoalesceSettings,

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from pydoc_data.topics import topics
 
-from llama_assets.layout import DataLayout
+from llama_assets.base.layout import DataLayout
 
 # Long English topics of the Python docs: real text that passes every filter.
 TOPIC_KEYS = sorted(k for k, v in topics.items() if len(v.split()) > 400)

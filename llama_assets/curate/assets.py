@@ -8,7 +8,11 @@ from collections import Counter
 import dagster as dg
 import polars as pl
 
-from llama_assets.atomic import atomic_open, atomic_write_json
+from llama_assets.base.atomic import atomic_open, atomic_write_json
+from llama_assets.base.layout import split_batch_key
+from llama_assets.base.rejects import Reject, write_rejects
+from llama_assets.base.shards import ShardWriter
+from llama_assets.base.sources import drift_baseline_keys, source_policy, sources_file
 from llama_assets.curate.clean import DedupStats, deduplicate_batch, fingerprint_part
 from llama_assets.curate.dedup_index import DedupIndex
 from llama_assets.curate.profile import (
@@ -17,10 +21,7 @@ from llama_assets.curate.profile import (
     drift_report,
     pool_profiles,
 )
-from llama_assets.curate.rejects import Reject, write_rejects
 from llama_assets.curate.review import ensure_decisions_file, read_decisions
-from llama_assets.curate.shards import ShardWriter
-from llama_assets.curate.sources import drift_baseline_keys, source_policy, sources_file
 from llama_assets.curate.validate import REVIEW_SCHEMA, ContentPolicy, validate_documents
 from llama_assets.ingest.assets import raw_documents
 from llama_assets.ingest.schema import (
@@ -29,7 +30,6 @@ from llama_assets.ingest.schema import (
     ReviewCandidates,
     ReviewQueue,
 )
-from llama_assets.layout import split_batch_key
 from llama_assets.partitions import batch_partitions, earlier_batch_keys, later_batch_keys
 from llama_assets.policies import DEDUP_POOL, IO_RETRY
 from llama_assets.tables import iter_table, map_table, read_table, table_metadata, write_table

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llama_assets.atomic import atomic_open
+from llama_assets.base.atomic import atomic_open
 
 SAMPLE_SIZE = 512
 MMD_THRESHOLD = 0.015

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llama_assets.atomic import atomic_open
+from llama_assets.base.atomic import atomic_open
 from llama_assets.curate.quality import QualityThresholds
 
 DECISIONS = ("approve", "reject")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
+from llama_assets.base.rejects import Reject
 from llama_assets.curate.language import detect_languages
 from llama_assets.curate.pii import mask_pii, mask_pii_batch
 from llama_assets.curate.quality import (
@@ -22,7 +23,6 @@ from llama_assets.curate.quality import (
     quality_failures,
     quality_signals_frame,
 )
-from llama_assets.curate.rejects import Reject
 from llama_assets.curate.review import (
     DEFAULT_MARGINS,
     REJECTED_REASON,

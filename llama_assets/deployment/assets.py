@@ -8,7 +8,7 @@ import dagster as dg
 from evals.gate import evaluate_gate
 from evals.report import render_markdown
 from evals.suite import quality, serving
-from llama_assets.atomic import atomic_write_json, atomic_write_text
+from llama_assets.base.atomic import atomic_write_json, atomic_write_text
 from llama_assets.deployment.registry import promote, read_aliases
 from llama_assets.partitions import variant_partitions
 from llama_assets.retrieval.assets import rag_index

@@ -11,7 +11,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-from llama_assets.atomic import atomic_write_json
+from llama_assets.base.atomic import atomic_write_json
 
 
 class RollbackError(RuntimeError):

@@ -5,13 +5,13 @@ from collections import Counter
 
 import dagster as dg
 
-from llama_assets.curate.rejects import write_rejects
-from llama_assets.curate.shards import ShardWriter
-from llama_assets.curate.sources import source_policy, sources_file
+from llama_assets.base.layout import split_batch_key
+from llama_assets.base.rejects import write_rejects
+from llama_assets.base.shards import ShardWriter
+from llama_assets.base.sources import source_policy, sources_file
 from llama_assets.ingest.batch import stream_batch
 from llama_assets.ingest.coalesce import LANDING_FINGERPRINT, landing_fingerprint
 from llama_assets.ingest.schema import RAW_SCHEMA
-from llama_assets.layout import split_batch_key
 from llama_assets.partitions import batch_partitions
 from llama_assets.policies import IO_RETRY
 from llama_assets.tables import table_metadata

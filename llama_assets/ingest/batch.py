@@ -13,7 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
-from llama_assets.curate.rejects import Reject
+from llama_assets.base.rejects import Reject
 from llama_assets.ingest.readers import Document, iter_batch
 from llama_assets.ingest.schema import RawDocuments, documents_frame, split_schema_failures
 

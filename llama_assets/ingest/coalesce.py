@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llama_assets.layout import batch_key, split_batch_key
+from llama_assets.base.layout import batch_key, split_batch_key
 
 LANDING_FINGERPRINT = "landing_fingerprint"
 """raw_documents metadata key: the fingerprint of the landing folder it read."""

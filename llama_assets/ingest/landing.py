@@ -10,8 +10,8 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
-from llama_assets.atomic import staged_dir
-from llama_assets.layout import batch_key, check_segment
+from llama_assets.base.atomic import staged_dir
+from llama_assets.base.layout import batch_key, check_segment
 
 
 def landing_batch_keys(landing: Path) -> list[str]:

@@ -40,7 +40,7 @@ from typing import IO, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from llama_assets.curate.rejects import EXCERPT_CHARS, Reject, make_excerpt
+from llama_assets.base.rejects import EXCERPT_CHARS, Reject, make_excerpt
 
 BASE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".txt", ".md", ".rst", ".html", ".htm")
 COMPRESSED_SUFFIXES = (".gz", ".zst", ".zstd")

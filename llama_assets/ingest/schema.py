@@ -19,8 +19,8 @@ import pandera.polars as pa
 import polars as pl
 from pandera.errors import SchemaErrors
 
+from llama_assets.base.rejects import Reject, make_excerpt
 from llama_assets.curate.quality import SIGNAL_NAMES
-from llama_assets.curate.rejects import Reject, make_excerpt
 from llama_assets.ingest.readers import SUPPORTED_FORMATS, Document
 
 STAGE = "schema"

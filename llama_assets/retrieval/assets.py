@@ -6,8 +6,8 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
+from llama_assets.base.layout import split_batch_key
 from llama_assets.curate.assets import clean_shards
-from llama_assets.layout import split_batch_key
 from llama_assets.partitions import BATCHES, batch_partitions
 from llama_assets.policies import GPU_OP_TAGS, GPU_POOL, IO_RETRY
 from llama_assets.retrieval.chunking import (

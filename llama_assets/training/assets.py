@@ -9,7 +9,7 @@ from dataclasses import replace
 import dagster as dg
 import polars as pl
 
-from llama_assets.atomic import atomic_write_json
+from llama_assets.base.atomic import atomic_write_json
 from llama_assets.curate.assets import clean_shards
 from llama_assets.partitions import variant_partitions
 from llama_assets.policies import GPU_OP_TAGS, GPU_POOL, GPU_RETRY, IO_RETRY

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-merge", action="store_true")
     args = parser.parse_args(argv)
 
-    from llama_assets.layout import DataLayout
+    from llama_assets.base.layout import DataLayout
     from llama_assets.tables import read_table
     from llama_assets.training.assets import with_messages
     from llama_assets.training.dataset import pack_examples, training_examples

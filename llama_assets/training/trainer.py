@@ -51,7 +51,7 @@ from transformers import (
     get_cosine_schedule_with_warmup,
 )
 
-from llama_assets.atomic import sha256_file, staged_dir
+from llama_assets.base.atomic import sha256_file, staged_dir
 
 # Every linear projection of a Llama block: attention and MLP.
 LLAMA_PROJECTIONS: tuple[str, ...] = (

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
+from llama_assets.base.shards import verify_shards
 from llama_assets.curate.assets import clean_shards, validated_documents
-from llama_assets.curate.shards import verify_shards
 from llama_assets.ingest.assets import raw_documents
 from llama_assets.partitions import BATCHES
 from llama_assets.retrieval.assets import chunks

@@ -1,7 +1,7 @@
 import pytest
 
+from llama_assets.base.layout import DataLayout, split_batch_key
 from llama_assets.ingest.landing import add_to_landing, landing_batch_keys
-from llama_assets.layout import DataLayout, split_batch_key
 
 
 def test_ingest_copies_a_folder_atomically_and_refuses_a_second_copy(tmp_path):

@@ -6,9 +6,9 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from llama_assets.base.parallel import WORKERS_ENV, cpu_workers, map_parts
+from llama_assets.base.shards import write_shards
 from llama_assets.curate.clean import fingerprint_part
-from llama_assets.curate.shards import write_shards
-from llama_assets.parallel import WORKERS_ENV, cpu_workers, map_parts
 from llama_assets.tables import CORRUPT_TABLE, map_table
 
 

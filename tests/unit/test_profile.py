@@ -5,6 +5,7 @@ import polars as pl
 import pytest
 from scipy.stats import wasserstein_distance
 
+from llama_assets.base.sources import SourcePolicy, drift_baseline_keys
 from llama_assets.curate.profile import (
     ProfileAccumulator,
     drift,
@@ -15,7 +16,6 @@ from llama_assets.curate.profile import (
     psi,
     wasserstein_normalised,
 )
-from llama_assets.curate.sources import SourcePolicy, drift_baseline_keys
 
 
 def frame(lengths: list[int], languages: list[str], **quality) -> pl.DataFrame:

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from llama_assets.curate.rejects import Reject, make_excerpt, write_rejects
+from llama_assets.base.rejects import Reject, make_excerpt, write_rejects
 from llama_assets.ingest import readers
 from llama_assets.ingest.readers import (
     MAX_DOCUMENT_CHARS,

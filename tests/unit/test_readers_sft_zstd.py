@@ -8,7 +8,7 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from llama_assets.curate.shards import ShardWriter, iter_shards, write_shards
+from llama_assets.base.shards import ShardWriter, iter_shards, write_shards
 from llama_assets.curate.validate import ContentPolicy, validate_documents
 from llama_assets.ingest.batch import stream_batch
 from llama_assets.ingest.readers import Document, iter_batch

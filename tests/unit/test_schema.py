@@ -5,8 +5,8 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
+from llama_assets.base.rejects import Reject
 from llama_assets.curate.quality import SIGNAL_NAMES, quality_signals
-from llama_assets.curate.rejects import Reject
 from llama_assets.ingest.readers import Document
 from llama_assets.ingest.schema import (
     RAW_SCHEMA,

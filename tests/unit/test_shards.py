@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from llama_assets.curate.shards import (
+from llama_assets.base.shards import (
     CorruptShardError,
     read_manifest,
     scan_shards,
@@ -137,7 +137,7 @@ def test_failed_write_keeps_previous_set(tmp_path: Path) -> None:
 def test_a_part_failing_on_the_writer_thread_keeps_previous_set(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from llama_assets.curate import shards
+    from llama_assets.base import shards
 
     out = tmp_path / "b1"
     write_shards(_frame(), out, max_rows=4)

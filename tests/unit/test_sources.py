@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llama_assets.curate.sources import (
+from llama_assets.base.sources import (
     DEFAULT_MAX_REJECT_RATE,
     SourcePolicy,
     SourcesConfigError,

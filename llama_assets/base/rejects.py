@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from llama_assets.atomic import atomic_open
+from llama_assets.base.atomic import atomic_open
 
 EXCERPT_CHARS = 200
 """Longest excerpt of the offending raw input kept with a reject."""

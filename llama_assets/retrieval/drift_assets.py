@@ -6,11 +6,11 @@ import json
 import dagster as dg
 import numpy as np
 
-from llama_assets.atomic import atomic_write_json
+from llama_assets.base.atomic import atomic_write_json
+from llama_assets.base.layout import split_batch_key
+from llama_assets.base.sources import drift_baseline_keys, source_policy, sources_file
 from llama_assets.curate.embedding_drift import EmbeddingSummary, pool_summaries
 from llama_assets.curate.embedding_drift import embedding_drift as compare_embeddings
-from llama_assets.curate.sources import drift_baseline_keys, source_policy, sources_file
-from llama_assets.layout import split_batch_key
 from llama_assets.partitions import batch_partitions, earlier_batch_keys
 from llama_assets.retrieval.assets import embeddings
 from llama_assets.tables import read_table

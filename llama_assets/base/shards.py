@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import polars as pl
 
-from llama_assets.atomic import sha256_file, staged_dir
+from llama_assets.base.atomic import sha256_file, staged_dir
 
 MANIFEST = "manifest.json"
 PART_TEMPLATE = "part-{index:05d}.parquet"

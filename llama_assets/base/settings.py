@@ -11,8 +11,8 @@ import os
 import shutil
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SAMPLE_DATA = Path(__file__).resolve().parent / "sample_data"
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+SAMPLE_DATA = Path(__file__).resolve().parents[1] / "sample_data"
 LOCAL_INSTANCE_CONFIG = PROJECT_ROOT / "deploy" / "local" / "dagster.yaml"
 
 
