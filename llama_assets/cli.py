@@ -2,22 +2,39 @@
 
 Everything here goes through the same Dagster instance as the UI (the one in
 ``DAGSTER_HOME``), so each command's runs and metadata are visible there too.
+Commands parse, call a library function and print; the decisions live in the
+library (`runner`, `staleness`, `status`, `batch_removal`, `retrieval.index`,
+`deployment.registry`). Commands that delete or replace data show what they
+will change and ask first (``--yes`` for scripts, ``--dry-run`` to only look),
+as ``dagster asset wipe`` does.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 import time
 import warnings
 from pathlib import Path
 
+import click
+
 # The embedded default must be in place before Dagster reads its environment.
-from llama_assets.base.settings import SAMPLE_DATA, ensure_dagster_home
+from llama_assets.base.settings import SAMPLE_DATA, dagster_home, data_root, ensure_dagster_home
 
 SAMPLE_SOURCE = "python-docs"
+DEFAULT_VARIANTS = ("tiny",)
+
+
+class ExpectedStop(click.ClickException):
+    """An expected stop (bad input, a failed step): a sentence, no stack trace."""
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
 
 
 def _instance():
@@ -27,338 +44,314 @@ def _instance():
     return dg.DagsterInstance.get()
 
 
-def _runner(echo=print):
+def _resources() -> dict:
     from llama_assets.definitions import resources_for
+
+    return resources_for()
+
+
+def _runner():
     from llama_assets.runner import Runner
 
-    return Runner(_instance(), resources_for(), echo, live=sys.stdout.isatty())
+    return Runner(_instance(), _resources(), click.echo, live=sys.stdout.isatty())
 
 
-def _train_config(args) -> dict | None:
+def _variant_names() -> list[str]:
+    from llama_assets.training.variants import VARIANTS
+
+    return sorted(VARIANTS)
+
+
+def _train_config(max_steps: int | None, max_tokens: int | None) -> dict | None:
     config = {
-        k: v
-        for k, v in {"max_steps": args.max_steps, "max_tokens": args.max_tokens}.items()
-        if v is not None
+        k: v for k, v in {"max_steps": max_steps, "max_tokens": max_tokens}.items() if v is not None
     }
     return config or None
 
 
-def cmd_ingest(args) -> int:
-    from llama_assets.base.settings import data_root
+def _confirm(changes: list[str], yes: bool, dry_run: bool) -> bool:
+    """Show `changes`; True when they should be made now."""
+    for line in changes:
+        click.echo(line)
+    if dry_run:
+        click.echo("dry run: nothing changed")
+        return False
+    if yes:
+        return True
+    if not click.confirm("Make these changes?", default=False):
+        click.echo("nothing changed (pass --yes to skip this question)")
+        return False
+    return True
+
+
+def training_options(command):
+    """--variant, --max-steps, --max-tokens: which variants to bring up to date, and
+    the training budget overrides."""
+    command = click.option("--max-tokens", type=int, help="override the variant's token budget")(
+        command
+    )
+    command = click.option("--max-steps", type=int, help="override the variant's step budget")(
+        command
+    )
+    return click.option(
+        "--variant",
+        "variants",
+        multiple=True,
+        type=click.Choice(_variant_names()),
+        help="model variant(s) to train and evaluate (default: tiny)",
+    )(command)
+
+
+@click.group(
+    help="The llama platform: ingest landing batches, materialise what is pending, and see "
+    "where things stand, on the same Dagster instance as the UI (DAGSTER_HOME) and the same "
+    "data root (LLAMA_DATA_ROOT).",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+def cli() -> None:
+    quiet_libraries()
+
+
+@cli.command(help="Add a file or folder to the landing zone as a new batch.")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--source", required=True, help="source name (one path segment)")
+@click.option("--batch", help="batch name (default: a UTC timestamp)")
+def ingest(path: Path, source: str, batch: str | None) -> None:
     from llama_assets.ingest.landing import add_to_landing
 
-    key = add_to_landing(Path(args.path), data_root() / "landing", args.source, args.batch)
-    print(f"added batch {key} to {data_root() / 'landing' / key}")
-    print("run `llama-platform run` to process it (or let the landing-zone sensor do it)")
-    return 0
+    key = add_to_landing(path, data_root() / "landing", source, batch)
+    click.echo(f"added batch {key} to {data_root() / 'landing' / key}")
+    click.echo("run `llama-platform run` to process it (or let the landing-zone sensor do it)")
 
 
-def cmd_run(args) -> int:
+@cli.command(help="Materialise everything pending (stale), in-process.")
+@training_options
+@click.option("--dry-run", is_flag=True, help="list what would run, and why, without running it")
+def run(variants, max_steps, max_tokens, dry_run: bool) -> None:
     runner = _runner()
+    variants = variants or DEFAULT_VARIANTS
+    if dry_run:
+        _show_plan(runner, variants)
+        return
     started = time.perf_counter()
-    ran = runner.run_pending(args.variant, _train_config(args))
-    print(f"done in {time.perf_counter() - started:.1f}s" if ran else "nothing pending")
-    return 0
+    ran = runner.run_pending(variants, _train_config(max_steps, max_tokens))
+    click.echo(f"done in {time.perf_counter() - started:.1f}s" if ran else "nothing pending")
 
 
-def cmd_backfill(args) -> int:
-    from llama_assets.partitions import BATCHES
+def _show_plan(runner, variants) -> None:
+    new = runner.register_landing_batches()
+    if new:
+        click.echo(f"registered {len(new)} new batch(es): {', '.join(new)}")
+    staleness = runner.staleness()
+    plan = runner.plan(variants)
+    if not plan:
+        click.echo("nothing pending")
+    for planned in plan:
+        click.echo(planned.title)
+        for asset in planned.assets:
+            reason = staleness.plan[(asset, planned.partition)]
+            click.echo(f"  {asset.to_user_string():<22} {reason}")
+
+
+@cli.command(help="Land the bundled sample corpus (once) and run the whole graph.")
+@training_options
+def demo(variants, max_steps, max_tokens) -> None:
+    from llama_assets.ingest.landing import add_to_landing
+
+    variants = variants or DEFAULT_VARIANTS
+    landing = data_root() / "landing"
+    for part in sorted(p.name for p in SAMPLE_DATA.iterdir() if p.is_dir()):
+        if not (landing / SAMPLE_SOURCE / part).exists():
+            key = add_to_landing(SAMPLE_DATA / part, landing, SAMPLE_SOURCE, part)
+            click.echo(f"landed sample batch {key}")
+    started = time.perf_counter()
+    _runner().run_pending(variants, _train_config(max_steps, max_tokens))
+    click.echo(f"\ngraph materialised in {time.perf_counter() - started:.1f}s\n")
+    print_summary(variants)
+
+
+@cli.command(help="Batches, models and champions, and what is stale.")
+def status() -> None:
+    from llama_assets.status import platform_status
+
+    resources = _resources()
+    state = platform_status(_instance(), resources["storage"].layout)
+    click.echo(f"data root    {data_root()}")
+    click.echo(f"DAGSTER_HOME {dagster_home()}")
+    click.echo(
+        f"\nbatches: {len(state.batches)} registered, "
+        f"{len(state.waiting)} waiting in the landing zone"
+    )
+    for batch in state.batches:
+        click.echo(
+            f"  {batch.key:<40} {batch.materialized}/{batch.total} assets materialised"
+            + _stale_note(batch.stale)
+        )
+    for key in state.waiting:
+        click.echo(f"  {key:<40} waiting")
+    click.echo("\nmodels:")
+    for variant in state.variants:
+        line = f"  {variant.key:<14} champion={variant.champion or '-'}"
+        if variant.report:
+            quality = variant.report["quality"]
+            line += f" ppl {quality['base_perplexity']:.1f}->{quality['finetuned_perplexity']:.1f}"
+        click.echo(
+            f"{line}  ({variant.materialized}/{variant.total} assets materialised)"
+            + _stale_note(variant.stale if variant.materialized else {})
+        )
+
+
+def _stale_note(stale: dict[str, str]) -> str:
+    if not stale:
+        return ""
+    first, reason = next(iter(stale.items()))
+    return f", {len(stale)} stale ({first}: {reason})"
+
+
+@cli.command(help="Re-materialise batch partitions (all when none are given); idempotent.")
+@click.option("--partitions", help="comma-separated keys <source>/<batch>")
+@click.option("--from", "start", help="first key of a range (registration order)")
+@click.option("--to", "end", help="last key of a range (inclusive)")
+def backfill(partitions: str | None, start: str | None, end: str | None) -> None:
+    from llama_assets.partitions import BATCHES, select_batch_keys
 
     runner = _runner()
     runner.register_landing_batches()
     keys = list(runner.instance.get_dynamic_partitions(BATCHES))
-    if args.partitions:
-        wanted = [k.strip() for k in args.partitions.split(",") if k.strip()]
-        unknown = sorted(set(wanted) - set(keys))
-        if unknown:
-            print(f"unknown batch partitions: {', '.join(unknown)}", file=sys.stderr)
-            return 2
-        selected = [k for k in keys if k in wanted]
-    elif args.start or args.end:
-        lo = keys.index(args.start) if args.start else 0
-        hi = keys.index(args.end) + 1 if args.end else len(keys)
-        selected = keys[lo:hi]
-    else:
-        selected = keys
+    wanted = [k.strip() for k in partitions.split(",") if k.strip()] if partitions else None
+    selected = select_batch_keys(keys, wanted, start, end)
     runner.run_batches(selected)
-    print(f"re-materialised {len(selected)} batch partition(s)")
-    return 0
+    click.echo(f"re-materialised {len(selected)} batch partition(s)")
 
 
-def cmd_status(args) -> int:
-    from llama_assets.base.settings import dagster_home, data_root
-    from llama_assets.deployment.registry import read_aliases
-    from llama_assets.jobs import BATCH_ASSETS, VARIANT_ASSETS
-    from llama_assets.partitions import BATCHES
-    from llama_assets.training.variants import VARIANTS
+@cli.command(help="Move a variant's champion alias back one promotion.")
+@click.option("--variant", default="tiny", type=click.Choice(_variant_names()))
+@click.option("--reason", default="manual rollback")
+def rollback(variant: str, reason: str) -> None:
+    from llama_assets.deployment.registry import RollbackError
+    from llama_assets.deployment.registry import rollback as roll_back
 
-    runner = _runner()
-    layout = runner.resources["storage"].layout
-    print(f"data root    {data_root()}")
-    print(f"DAGSTER_HOME {dagster_home()}")
-    keys = list(runner.instance.get_dynamic_partitions(BATCHES))
-    from llama_assets.ingest.landing import landing_batch_keys
-
-    waiting = [k for k in landing_batch_keys(layout.landing) if k not in keys]
-    print(f"\nbatches: {len(keys)} registered, {len(waiting)} waiting in the landing zone")
-    done = {a.key.to_user_string(): runner.materialized(a) for a in BATCH_ASSETS}
-    for key in keys:
-        complete = sum(key in parts for parts in done.values())
-        print(f"  {key:<40} {complete}/{len(BATCH_ASSETS)} assets materialised")
-    for key in waiting:
-        print(f"  {key:<40} waiting")
-    print("\nmodels:")
-    for variant in VARIANTS:
-        aliases = read_aliases(layout.aliases(variant))
-        states = [variant in runner.materialized(a) for a in VARIANT_ASSETS]
-        line = f"  {variant:<14} champion={aliases['champion'] or '-'}"
-        if aliases["champion"]:
-            report = layout.reports(variant, aliases["champion"]) / "report.json"
-            if report.exists():
-                r = json.loads(report.read_text())
-                line += (
-                    f" ppl {r['quality']['base_perplexity']:.1f}->"
-                    f"{r['quality']['finetuned_perplexity']:.1f}"
-                )
-        print(f"{line}  ({sum(states)}/{len(states)} assets materialised)")
-    return 0
-
-
-def cmd_rollback(args) -> int:
-    from llama_assets.base.layout import DataLayout
-    from llama_assets.base.settings import data_root
-    from llama_assets.deployment.registry import RollbackError, rollback
-
-    path = DataLayout(data_root()).aliases(args.variant)
+    path = _resources()["storage"].layout.aliases(variant)
     try:
-        aliases = rollback(path, reason=args.reason)
+        aliases = roll_back(path, reason=reason)
     except RollbackError as error:
-        print(f"rollback refused: {error}", file=sys.stderr)
-        return 1
-    print(f"{args.variant}: champion is now {aliases['champion']}")
-    return 0
+        raise ExpectedStop(f"rollback refused: {error}", exit_code=1) from error
+    click.echo(f"{variant}: champion is now {aliases['champion']}")
 
 
 def _chunks_table():
-    from llama_assets.definitions import resources_for
     from llama_assets.retrieval.index import TABLE_NAME
 
-    resources = resources_for()
+    resources = _resources()
     db = resources["vector_store"].connect()
     if TABLE_NAME not in db.table_names():
-        raise FileNotFoundError(
+        raise ExpectedStop(
             f"no table {TABLE_NAME!r} in {resources['vector_store'].resolved_uri}: "
             "run `llama-platform run` first"
         )
     return db.open_table(TABLE_NAME), resources
 
 
-def cmd_search(args) -> int:
-    from llama_assets.retrieval.search import format_hits, search
+@cli.command(help="Search the RAG index; prints hits with source and score.")
+@click.argument("query")
+@click.option("-k", type=click.IntRange(min=1), default=5, help="number of hits (default 5)")
+@click.option("--mode", type=click.Choice(["vector", "fts", "hybrid"]), default="hybrid")
+def search(query: str, k: int, mode: str) -> None:
+    from llama_assets.retrieval.search import format_hits
+    from llama_assets.retrieval.search import search as run_search
 
     table, resources = _chunks_table()
-    hits = search(table, resources["embedder"].encode, [args.query], args.k, args.mode)[0]
-    print(f"{len(hits)} hit(s), {args.mode} search, table version {table.version}")
-    print(format_hits(hits) if hits else "no hits")
-    return 0
+    hits = run_search(table, resources["embedder"].encode, [query], k, mode)[0]
+    click.echo(f"{len(hits)} hit(s), {mode} search, table version {table.version}")
+    click.echo(format_hits(hits) if hits else "no hits")
 
 
-def cmd_remove_batch(args) -> int:
-    """Delete a batch everywhere: partition, index rows, landing and derived files."""
-    import shutil
+@cli.command(
+    "remove-batch",
+    help="Delete a batch everywhere: its partition, index rows, landing folder and "
+    "derived files. Shows the plan and asks first.",
+)
+@click.argument("key")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@click.option("--dry-run", is_flag=True, help="show what would be deleted, delete nothing")
+def remove_batch(key: str, yes: bool, dry_run: bool) -> None:
+    from llama_assets.batch_removal import apply_removal, plan_removal
 
-    from llama_assets.base.layout import split_batch_key
-    from llama_assets.partitions import BATCHES
-    from llama_assets.retrieval.index import TABLE_NAME, delete_batch, maintain_indexes
-
+    resources = _resources()
     instance = _instance()
-    from llama_assets.definitions import resources_for
-
-    resources = resources_for()
-    layout = resources["storage"].layout
-    source, batch = split_batch_key(args.key)
-    registered = args.key in instance.get_dynamic_partitions(BATCHES)
     db = resources["vector_store"].connect()
-    rows = 0
-    if TABLE_NAME in db.table_names():
-        table = db.open_table(TABLE_NAME)
-        rows = delete_batch(table, source, batch)
-        maintain_indexes(table)
-    # The landing folder goes too, or the landing-zone sensor would register it again.
-    paths = [
-        layout.landing_batch(args.key),
-        layout.shards(args.key),
-        layout.quarantine(args.key),
-        layout.profile(args.key),
-        layout.embedding_summary(args.key),
-        layout.embedding_summary(args.key).with_suffix(".json"),
-        layout.review_queue(args.key),
-        *sorted((layout.root / "staging").glob(f"*/{source}/{batch}")),
-    ]
-    removed = []
-    for path in paths:
-        if path.is_dir():
-            shutil.rmtree(path)
-            removed.append(path)
-        elif path.exists():
-            path.unlink()
-            removed.append(path)
-    if registered:
-        instance.delete_dynamic_partition(BATCHES, args.key)
-    if not (registered or rows or removed):
-        print(f"no batch {args.key}", file=sys.stderr)
-        return 2
-    state = "deleted" if registered else "was not registered"
-    print(f"removed batch {args.key}: partition {state}, {rows} index row(s), {len(removed)} paths")
-    for path in removed:
-        print(f"  {path}")
-    return 0
+    removal = plan_removal(instance, resources["storage"].layout, db, key)
+    if removal.empty:
+        raise ExpectedStop(f"no batch {key}")
+    if not _confirm([f"remove batch {key}:", *removal.describe()], yes, dry_run):
+        return
+    rows = apply_removal(instance, db, removal)
+    state = "deleted" if removal.registered else "was not registered"
+    click.echo(
+        f"removed batch {key}: partition {state}, {rows} index row(s), {len(removal.paths)} paths"
+    )
 
 
-def cmd_restore_index(args) -> int:
-    from llama_assets.retrieval.index import list_versions, restore_version
+@cli.command(
+    "restore-index",
+    help="List the versions of the chunks table, or make version N current again "
+    "(as a new version, so it can be undone). Shows the change and asks first.",
+)
+@click.option("--version", type=int, help="the version to make current again")
+@click.option("--yes", is_flag=True, help="do not ask for confirmation")
+@click.option("--dry-run", is_flag=True, help="show what would change, change nothing")
+def restore_index(version: int | None, yes: bool, dry_run: bool) -> None:
+    from llama_assets.retrieval.index import list_versions, restore_version, rows_at_version
 
     table, _ = _chunks_table()
-    if args.version is None:
-        print(f"table chunks, current version {table.version}")
+    if version is None:
+        click.echo(f"table chunks, current version {table.version}")
         for v in list_versions(table):
-            print(f"  {v['version']:>6}  {v['timestamp']}")
-        return 0
-    version = restore_version(table, args.version)
-    print(f"restored version {args.version} as version {version} ({table.count_rows()} rows)")
-    return 0
-
-
-def cmd_demo(args) -> int:
-    from llama_assets.base.settings import data_root
-    from llama_assets.ingest.landing import add_to_landing
-
-    landing = data_root() / "landing"
-    for part in sorted(p.name for p in SAMPLE_DATA.iterdir() if p.is_dir()):
-        if not (landing / SAMPLE_SOURCE / part).exists():
-            key = add_to_landing(SAMPLE_DATA / part, landing, SAMPLE_SOURCE, part)
-            print(f"landed sample batch {key}")
-    started = time.perf_counter()
-    _runner().run_pending(args.variant, _train_config(args))
-    print(f"\ngraph materialised in {time.perf_counter() - started:.1f}s\n")
-    print_summary(args.variant)
-    return 0
+            click.echo(f"  {v['version']:>6}  {v['timestamp']}")
+        return
+    known = [v["version"] for v in list_versions(table)]
+    if version not in known:
+        raise ExpectedStop(f"the chunks table has no version {version} (versions: {known})")
+    change = (
+        f"chunks table: version {table.version} ({table.count_rows()} rows) -> "
+        f"a new version {table.version + 1} with the rows of version {version} "
+        f"({rows_at_version(table, version)} rows)"
+    )
+    if not _confirm([change], yes, dry_run):
+        return
+    new = restore_version(table, version)
+    click.echo(f"restored version {version} as version {new} ({table.count_rows()} rows)")
 
 
 def print_summary(variants) -> None:
-    from llama_assets.base.layout import DataLayout
-    from llama_assets.base.settings import dagster_home, data_root
-    from llama_assets.deployment.registry import read_aliases
+    from llama_assets.status import demo_summary
 
-    layout = DataLayout(data_root())
-    print("artifacts")
-    rows = [
-        ("landing zone", layout.landing),
-        ("quarantine", layout.root / "quarantine"),
-        ("clean shards", layout.shards_root),
-        ("LanceDB (table chunks)", layout.lancedb),
-        ("training dataset", layout.training_dataset),
-        ("models", layout.root / "models"),
-        ("eval reports", layout.root / "reports"),
-        ("Dagster instance", dagster_home()),
-    ]
-    for name, path in rows:
-        print(f"  {name:<24} {path}")
-    quarantined = sum(
-        sum(1 for _ in f.open()) for f in (layout.root / "quarantine").rglob("*.jsonl")
-    )
-    print(f"  ({quarantined} records quarantined, each with its reason)")
-    for variant in variants:
-        aliases = read_aliases(layout.aliases(variant))
-        latest = layout.models(variant) / "latest.json"
-        if not latest.exists():
-            continue
-        version = json.loads(latest.read_text())["version"]
-        report = json.loads((layout.reports(variant, version) / "report.json").read_text())
+    summary = demo_summary(_resources()["storage"].layout, dagster_home(), variants)
+    click.echo("artifacts")
+    for name, path in summary.artifacts:
+        click.echo(f"  {name:<24} {path}")
+    click.echo(f"  ({summary.quarantined} records quarantined, each with its reason)")
+    for figures in summary.reports:
+        report = figures.report
         q, r, s = report["quality"], report["retrieval"], report["serving"]
         k = r["k"]
-        print(
-            f"\neval report {variant}/{version}: {layout.reports(variant, version) / 'report.md'}"
+        click.echo(
+            f"\neval report {figures.variant}/{figures.version}: {figures.path / 'report.md'}"
         )
-        print(
+        click.echo(
             f"  held-out perplexity  base {q['base_perplexity']:.2f} -> fine-tuned "
             f"{q['finetuned_perplexity']:.2f} ({q['improvement']:.1%} better)"
         )
-        print(
+        click.echo(
             f"  retrieval            recall@{k} {r[f'recall@{k}']:.3f}, MRR@{k} "
             f"{r[f'mrr@{k}']:.3f} over {r['queries']} known-item queries"
         )
-        print(
+        click.echo(
             f"  serving              {s['tokens_per_second']:.1f} tokens/s, first token "
             f"{s['first_token_ms']:.1f} ms"
         )
-        print(f"  champion             {aliases['champion'] or 'none (gate not passed)'}")
-    print("\nsee it all in the UI: make ui  (http://127.0.0.1:3000)")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from llama_assets.training.variants import VARIANTS
-
-    parser = argparse.ArgumentParser(prog="llama-platform", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("ingest", help="add a file or folder to the landing zone as a new batch")
-    p.add_argument("path")
-    p.add_argument("--source", required=True, help="source name (one path segment)")
-    p.add_argument("--batch", help="batch name (default: a UTC timestamp)")
-    p.set_defaults(func=cmd_ingest)
-
-    def training_options(p):
-        p.add_argument(
-            "--variant",
-            action="append",
-            choices=sorted(VARIANTS),
-            help="model variant(s) to train and evaluate (default: tiny)",
-        )
-        p.add_argument("--max-steps", type=int, help="override the variant's step budget")
-        p.add_argument("--max-tokens", type=int, help="override the variant's token budget")
-
-    p = sub.add_parser("run", help="materialise everything pending, in-process")
-    training_options(p)
-    p.set_defaults(func=cmd_run)
-
-    p = sub.add_parser("demo", help="land the bundled sample corpus and run the whole graph")
-    training_options(p)
-    p.set_defaults(func=cmd_demo)
-
-    p = sub.add_parser("status", help="batches, models and champions")
-    p.set_defaults(func=cmd_status)
-
-    p = sub.add_parser("backfill", help="re-materialise batch partitions (idempotent)")
-    p.add_argument("--partitions", help="comma-separated keys <source>/<batch>")
-    p.add_argument("--from", dest="start", help="first key of a range (registration order)")
-    p.add_argument("--to", dest="end", help="last key of a range (inclusive)")
-    p.set_defaults(func=cmd_backfill)
-
-    p = sub.add_parser("search", help="search the RAG index; prints hits with source and score")
-    p.add_argument("query")
-    p.add_argument("-k", type=int, default=5, help="number of hits (default 5)")
-    p.add_argument("--mode", choices=["vector", "fts", "hybrid"], default="hybrid")
-    p.set_defaults(func=cmd_search)
-
-    p = sub.add_parser(
-        "remove-batch",
-        help="delete a batch: its partition, index rows, landing folder and derived files",
-    )
-    p.add_argument("key", help="<source>/<batch>")
-    p.set_defaults(func=cmd_remove_batch)
-
-    p = sub.add_parser(
-        "restore-index", help="list the versions of the chunks table, or restore one"
-    )
-    p.add_argument("--version", type=int, help="the version to make current again")
-    p.set_defaults(func=cmd_restore_index)
-
-    p = sub.add_parser("rollback", help="move a variant's champion alias back one promotion")
-    p.add_argument("--variant", default="tiny", choices=sorted(VARIANTS))
-    p.add_argument("--reason", default="manual rollback")
-    p.set_defaults(func=cmd_rollback)
-    return parser
+        click.echo(f"  champion             {figures.champion or 'none (gate not passed)'}")
+    click.echo("\nsee it all in the UI: make ui  (http://127.0.0.1:3000)")
 
 
 def quiet_libraries() -> None:
@@ -374,20 +367,25 @@ def quiet_libraries() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    quiet_libraries()
-    args = build_parser().parse_args(argv)
-    if getattr(args, "variant", None) is None and "variant" in vars(args):
-        args.variant = ["tiny"]
+    """The console script: expected stops print a sentence and exit non-zero
+    (1: a step or a refusal, 2: bad input)."""
     from llama_assets.runner import StepFailed
 
     try:
-        return args.func(args)
+        cli.main(args=argv, prog_name="llama-platform", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 1
+    except click.ClickException as error:
+        error.show()
+        return error.exit_code
     except StepFailed as error:
-        print(f"\nfailed: {error}", file=sys.stderr)
+        click.echo(f"\nfailed: {error}", err=True)
         return 1
     except (FileNotFoundError, FileExistsError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        click.echo(f"error: {error}", err=True)
         return 2
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,8 +1,17 @@
-"""Jobs: the per-batch pipeline, the dataset snapshot, and the per-variant chain."""
+"""Every asset, the asset graph, and the jobs: the per-batch pipeline, the dataset
+snapshot, and the per-variant chain.
+
+The lists below say which assets exist and which job runs them, not in what
+order: Dagster orders the steps of a run from the graph, and
+`llama_assets.staleness` finds what is behind from it.
+"""
 
 from __future__ import annotations
 
+import functools
+
 import dagster as dg
+from dagster._core.definitions.assets.graph.asset_graph import AssetGraph
 
 from llama_assets.curate.assets import (
     clean_shards,
@@ -17,7 +26,7 @@ from llama_assets.retrieval.assets import chunks, embeddings, rag_index
 from llama_assets.retrieval.drift_assets import embedding_drift
 from llama_assets.training.assets import finetuned_checkpoint, training_dataset
 
-BATCH_ASSETS = [
+ALL_ASSETS = [
     raw_documents,
     validated_documents,
     review_queue,
@@ -27,9 +36,22 @@ BATCH_ASSETS = [
     embeddings,
     embedding_drift,
     rag_index,
+    training_dataset,
+    finetuned_checkpoint,
+    eval_report,
+    promoted_model,
 ]
-VARIANT_ASSETS = [finetuned_checkpoint, eval_report, promoted_model]
-ALL_ASSETS = [*BATCH_ASSETS, training_dataset, *VARIANT_ASSETS]
+BATCH_ASSETS = [a for a in ALL_ASSETS if a.partitions_def == batch_partitions]
+"""Every asset partitioned by landing batch: the batch pipeline."""
+VARIANT_ASSETS = [a for a in ALL_ASSETS if a.partitions_def == variant_partitions]
+"""Every asset partitioned by model variant: fine-tune, eval, promotion."""
+
+
+@functools.cache
+def asset_graph() -> AssetGraph:
+    """The asset graph of the code location (parents, partition mappings, order)."""
+    return AssetGraph.from_assets(ALL_ASSETS)
+
 
 batch_job = dg.define_asset_job(
     "batch_pipeline",
@@ -47,3 +69,9 @@ model_job = dg.define_asset_job(
     partitions_def=variant_partitions,
     description="Fine-tune a variant, evaluate it, and move its champion alias if the gate passes.",
 )
+JOBS = [batch_job, dataset_job, model_job]
+
+
+def job_for(partitions_def: dg.PartitionsDefinition | None) -> dg.UnresolvedAssetJobDefinition:
+    """The job that runs assets with `partitions_def`."""
+    return next(job for job in JOBS if job.partitions_def == partitions_def)

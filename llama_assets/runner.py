@@ -1,22 +1,31 @@
 """In-process orchestration for the CLI: what is pending, and materialising it.
 
-Everything goes through ``dagster.materialize`` against the same instance the
-UI reads, so CLI runs show up there with all their metadata. Each asset is
-materialised in its own step so the terminal can show progress as it goes.
+What is pending is `llama_assets.staleness`'s plan (the stale asset partitions
+and everything downstream of them), the same definition the daemon's sensors
+use. Each planned partition becomes one run of the code location's job for it
+(``batch_pipeline``, ``training_dataset_snapshot``, ``train_evaluate_promote``)
+with just the planned assets selected; Dagster orders the steps inside a run,
+and runs follow the graph (batches in arrival order, then the snapshot, then
+each variant). Runs go to the same instance as the UI's, so they show up there
+with all their metadata, and a thread follows each run's event log to print a
+line per step as it finishes.
 """
 
 from __future__ import annotations
 
-import time
+import threading
+import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import dagster as dg
+from dagster._core.events import DagsterEventType
 
 from llama_assets.ingest.landing import landing_batch_keys
-from llama_assets.jobs import BATCH_ASSETS, VARIANT_ASSETS
-from llama_assets.partitions import BATCHES
-from llama_assets.training.assets import training_dataset
+from llama_assets.jobs import ALL_ASSETS, JOBS, asset_graph, job_for
+from llama_assets.partitions import BATCHES, batch_partitions, variant_partitions
+from llama_assets.staleness import Staleness, find_stale
+from llama_assets.training.assets import finetuned_checkpoint
 
 # Metadata worth a glance in the progress line of each asset.
 HEADLINE = (
@@ -39,10 +48,35 @@ HEADLINE = (
     "champion",
 )
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+FOLLOWED = {
+    DagsterEventType.STEP_START,
+    DagsterEventType.STEP_SUCCESS,
+    DagsterEventType.STEP_FAILURE,
+    DagsterEventType.ASSET_MATERIALIZATION,
+}
+POLL_SECONDS = 0.3
 
 
 class StepFailed(RuntimeError):
     pass
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run: a job, one of its partitions, and the assets to materialise."""
+
+    job_name: str
+    partition: str | None
+    assets: tuple[dg.AssetKey, ...]
+    """In the graph's topological order."""
+
+    @property
+    def title(self) -> str:
+        if self.job_name == job_for(batch_partitions).name:
+            return f"batch {self.partition}"
+        if self.job_name == job_for(variant_partitions).name:
+            return f"model variant: {self.partition}"
+        return "training dataset"
 
 
 @dataclass
@@ -52,6 +86,7 @@ class Runner:
     echo: Callable[[str], None] = print
     # On a terminal, show the asset being materialised until its result line replaces it.
     live: bool = False
+    _defs: dg.Definitions | None = field(default=None, init=False, repr=False)
 
     # what exists ------------------------------------------------------------
     def register_landing_batches(self) -> list[str]:
@@ -66,77 +101,168 @@ class Runner:
     def materialized(self, asset: dg.AssetsDefinition) -> set[str]:
         return set(self.instance.get_materialized_partitions(asset.key))
 
-    def pending_batches(self) -> list[str]:
-        done = self.materialized(BATCH_ASSETS[-1])
-        return [k for k in self.instance.get_dynamic_partitions(BATCHES) if k not in done]
+    def staleness(self) -> Staleness:
+        return find_stale(self.instance, asset_graph())
 
-    def model_chain_pending(self, variant: str) -> bool:
-        return any(variant not in self.materialized(a) for a in VARIANT_ASSETS)
+    def plan(self, variants: Sequence[str]) -> list[PlannedRun]:
+        """The runs that bring every batch, the snapshot and `variants` up to date."""
+        staleness = self.staleness()
+        order = {key: i for i, key in enumerate(staleness.order)}
+        by_run: dict[tuple[str, str | None], list[dg.AssetKey]] = {}
+        for asset, partition in staleness.plan:
+            partitions_def = asset_graph().get(asset).partitions_def
+            if partitions_def == variant_partitions and partition not in variants:
+                continue
+            by_run.setdefault((job_for(partitions_def).name, partition), []).append(asset)
+        batches = list(self.instance.get_dynamic_partitions(BATCHES))
+        first_step = {
+            job.name: min(order[a.key] for a in ALL_ASSETS if job_for(a.partitions_def) is job)
+            for job in JOBS
+        }
+
+        def position(run: tuple[str, str | None]) -> tuple[int, int]:
+            job_name, partition = run
+            within = (
+                batches.index(partition)
+                if partition in batches
+                else list(variants).index(partition)
+                if partition in variants
+                else 0
+            )
+            return first_step[job_name], within
+
+        return [
+            PlannedRun(name, partition, tuple(sorted(by_run[(name, partition)], key=order.get)))
+            for name, partition in sorted(by_run, key=position)
+        ]
 
     # doing it ---------------------------------------------------------------
-    def materialize(
-        self, asset: dg.AssetsDefinition, partition_key: str | None, run_config: dict | None = None
-    ) -> dict:
-        label = f"{asset.key.to_user_string():<22} {partition_key or '':<28}"
-        if self.live:
-            print(f"  … {label}", end="\r", flush=True)
-        started = time.perf_counter()
-        config = {**QUIET, **(run_config or {})}
-        result = dg.materialize(
-            [asset],
-            instance=self.instance,
-            resources=self.resources,
-            partition_key=partition_key,
-            run_config=config,
-            raise_on_error=False,
-        )
-        seconds = time.perf_counter() - started
+    def execute(self, run: PlannedRun, run_config: dict | None = None) -> dict:
+        """Materialise `run` in-process, a progress line per step; returns the
+        materialisations' metadata. Raises StepFailed when a step fails."""
+        job = self._definitions().resolve_job_def(run.job_name)
+        run_id = str(uuid.uuid4())
+        progress = _Progress(self.instance, run_id, run.partition, self.echo, self.live)
+        progress.start()
+        try:
+            result = job.execute_in_process(
+                run_config={**QUIET, **(run_config or {})},
+                instance=self.instance,
+                partition_key=run.partition,
+                asset_selection=list(run.assets),
+                run_id=run_id,
+                raise_on_error=False,
+            )
+        finally:
+            progress.stop()
         if not result.success:
             failures = [e for e in result.all_events if e.is_step_failure]
-            message = failures[0].step_failure_data.error.message.strip() if failures else "failed"
-            self.echo(f"  ✗ {label} {seconds:6.1f}s")
-            raise StepFailed(f"{asset.key.to_user_string()}[{partition_key}]: {message}")
-        metadata = {
-            k: v.value
-            for event in result.get_asset_materialization_events()
-            for k, v in event.materialization.metadata.items()
-        }
-        headline = " ".join(f"{k}={_fmt(metadata[k])}" for k in HEADLINE if k in metadata)
-        self.echo(f"  ✓ {label} {seconds:6.1f}s  {headline}")
-        return metadata
+            if failures:
+                event = failures[0]
+                message = event.step_failure_data.error.message.strip()
+                where = event.step_key
+            else:
+                message, where = "failed", "/".join(a.to_user_string() for a in run.assets)
+            raise StepFailed(f"{where}[{run.partition}]: {message}" if run.partition else message)
+        return progress.metadata
 
     def run_batches(self, keys: Sequence[str]) -> None:
+        """Re-materialise every batch asset of each of `keys` (a backfill)."""
+        graph = asset_graph()
+        batch_assets = tuple(k for k in graph.toposorted_asset_keys if _batch_asset(graph, k))
         for i, key in enumerate(keys, 1):
             self.echo(f"batch {i}/{len(keys)}: {key}")
-            for asset in BATCH_ASSETS:
-                self.materialize(asset, key)
+            self.execute(PlannedRun(job_for(batch_partitions).name, key, batch_assets))
 
-    def run_models(self, variants: Sequence[str], train_config: dict | None = None) -> None:
-        self.echo("training dataset")
-        self.materialize(training_dataset, None)
-        finetune, *rest = VARIANT_ASSETS
-        for variant in variants:
-            self.echo(f"model variant: {variant}")
-            config = (
-                {"ops": {"finetuned_checkpoint": {"config": train_config}}}
-                if train_config
-                else None
-            )
-            self.materialize(finetune, variant, config)
-            for asset in rest:
-                self.materialize(asset, variant)
+    def run_plan(self, plan: Sequence[PlannedRun], train_config: dict | None = None) -> None:
+        for run in plan:
+            self.echo(run.title)
+            config = None
+            if train_config and finetuned_checkpoint.key in run.assets:
+                config = {"ops": {finetuned_checkpoint.node_def.name: {"config": train_config}}}
+            self.execute(run, config)
 
     def run_pending(self, variants: Sequence[str], train_config: dict | None = None) -> bool:
-        """Materialise what new data makes stale; returns whether anything ran."""
+        """Materialise what is stale for the batches, the snapshot and `variants`;
+        returns whether anything ran."""
         new = self.register_landing_batches()
         if new:
             self.echo(f"registered {len(new)} new batch(es): {', '.join(new)}")
-        pending = self.pending_batches()
-        self.run_batches(pending)
-        stale = [v for v in variants if pending or self.model_chain_pending(v)]
-        if stale:
-            self.run_models(stale, train_config)
-        return bool(pending or stale)
+        plan = self.plan(variants)
+        self.run_plan(plan, train_config)
+        return bool(plan)
+
+    def _definitions(self) -> dg.Definitions:
+        if self._defs is None:
+            self._defs = dg.Definitions(assets=ALL_ASSETS, jobs=JOBS, resources=self.resources)
+        return self._defs
+
+
+def _batch_asset(graph, key: dg.AssetKey) -> bool:
+    return graph.get(key).partitions_def == batch_partitions
+
+
+class _Progress:
+    """Follows a run's event log on a thread: a line per finished step."""
+
+    def __init__(self, instance, run_id: str, partition, echo, live: bool) -> None:
+        self.instance, self.run_id, self.partition = instance, run_id, partition
+        self.echo, self.live = echo, live
+        self.metadata: dict = {}
+        self._cursor: str | None = None
+        self._started: dict[str, float] = {}
+        self._step_metadata: dict[str, dict] = {}
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._follow, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+        self._drain()  # whatever arrived after the last poll
+
+    def _follow(self) -> None:
+        while not self._done.wait(POLL_SECONDS):
+            self._drain()
+
+    def _drain(self) -> None:
+        while True:
+            connection = self.instance.get_records_for_run(
+                self.run_id, cursor=self._cursor, of_type=FOLLOWED
+            )
+            for record in connection.records:
+                self._on(record.event_log_entry)
+            self._cursor = connection.cursor
+            if not connection.has_more:
+                return
+
+    def _label(self, step: str) -> str:
+        return f"{step:<22} {self.partition or '':<28}"
+
+    def _on(self, entry) -> None:
+        event = entry.dagster_event
+        step = entry.step_key or ""
+        if event.event_type == DagsterEventType.STEP_START:
+            self._started[step] = entry.timestamp
+            if self.live:
+                print(f"  … {self._label(step)}", end="\r", flush=True)
+        elif event.event_type == DagsterEventType.ASSET_MATERIALIZATION:
+            values = {
+                k: v.value
+                for k, v in event.step_materialization_data.materialization.metadata.items()
+            }
+            self._step_metadata.setdefault(step, {}).update(values)
+            self.metadata.update(values)
+        elif event.event_type in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE):
+            seconds = entry.timestamp - self._started.get(step, entry.timestamp)
+            if event.event_type == DagsterEventType.STEP_FAILURE:
+                self.echo(f"  ✗ {self._label(step)} {seconds:6.1f}s")
+                return
+            metadata = self._step_metadata.get(step, {})
+            headline = " ".join(f"{k}={_fmt(metadata[k])}" for k in HEADLINE if k in metadata)
+            self.echo(f"  ✓ {self._label(step)} {seconds:6.1f}s  {headline}")
 
 
 def _fmt(value) -> str:

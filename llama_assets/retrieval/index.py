@@ -232,6 +232,15 @@ def restore_version(table: lancedb.table.Table, version: int) -> int:
     return table.version
 
 
+def rows_at_version(table: lancedb.table.Table, version: int) -> int:
+    """How many rows the table held at `version` (the table stays on its latest)."""
+    table.checkout(version)
+    try:
+        return table.count_rows()
+    finally:
+        table.checkout_latest()
+
+
 def list_versions(table: lancedb.table.Table) -> list[dict[str, Any]]:
     return [
         {"version": v["version"], "timestamp": str(v["timestamp"])} for v in table.list_versions()

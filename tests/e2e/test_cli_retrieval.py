@@ -43,7 +43,7 @@ def test_search_restore_and_remove_a_batch(tmp_path: Path):
 
     table = lancedb.connect(str(tmp_path / "data/lancedb")).open_table("chunks")
     rows, version = table.count_rows(), table.version
-    out = cli(env, "remove-batch", "docs/two")
+    out = cli(env, "remove-batch", "docs/two", "--yes")
     assert "removed batch docs/two: partition deleted" in out
     assert not (tmp_path / "data/landing/docs/two").exists()
     assert not (tmp_path / "data/shards/docs/two").exists()
@@ -52,10 +52,10 @@ def test_search_restore_and_remove_a_batch(tmp_path: Path):
     assert {r["batch"] for r in table.to_arrow().to_pylist()} == {"one"}
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
         assert instance.get_dynamic_partitions("batches") == ["docs/one"]
-    cli(env, "remove-batch", "docs/two", code=2)
+    cli(env, "remove-batch", "docs/two", "--yes", code=2)
 
     assert str(version) in cli(env, "restore-index")
-    out = cli(env, "restore-index", "--version", str(version))
+    out = cli(env, "restore-index", "--version", str(version), "--yes")
     assert f"restored version {version}" in out
     table = lancedb.connect(str(tmp_path / "data/lancedb")).open_table("chunks")
     assert table.count_rows() == rows
