@@ -32,6 +32,10 @@ from dagster._core.definitions.assets.graph.asset_graph import AssetGraph
 from dagster._core.events import DagsterEventType
 from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
+FAILED_CHECKS_READ = 1_000
+"""Failed blocking-check evaluations read per check (newest first); only those that
+judged a partition's current materialisation matter."""
+
 AssetPartition = tuple[dg.AssetKey, str | None]
 """An asset and one of its partitions (None for an unpartitioned asset)."""
 
@@ -72,7 +76,7 @@ def find_stale(
             node = graph.get(key)
             partitions = _partitions(node, instance)
             own = _latest_storage_ids(instance, key, node.is_partitioned)
-            failed = _failed_blocking_checks(instance, graph, key)
+            failed = _failed_blocking_checks(instance, graph, key, own)
             for partition in partitions:
                 ap = (key, partition)
                 upstream, cause, planned_parent = None, None, None
@@ -140,18 +144,24 @@ def _latest_storage_ids(
 
 
 def _failed_blocking_checks(
-    instance: dg.DagsterInstance, graph: AssetGraph, key: dg.AssetKey
+    instance: dg.DagsterInstance, graph: AssetGraph, key: dg.AssetKey, own: Mapping
 ) -> dict[str | None, str]:
     """Partitions of `key` whose latest materialisation failed a blocking check
-    (partition -> the check's name)."""
+    (partition -> the check's name). A check evaluation names the materialisation
+    it judged (its storage id); `own` maps each partition to its latest one."""
     checks = graph.assets_def_for_key(key).check_specs
     blocking = [spec.key for spec in checks if spec.blocking and spec.asset_key == key]
-    if not blocking:
-        return {}
-    infos = instance.event_log_storage.get_asset_check_partition_info(blocking)
-    return {
-        info.partition_key: info.check_key.name
-        for info in infos
-        if info.latest_execution_status == AssetCheckExecutionRecordStatus.FAILED
-        and info.is_current
-    }
+    current = {storage_id: partition for partition, storage_id in own.items()}
+    failed: dict[str | None, str] = {}
+    for check in blocking:
+        history = instance.event_log_storage.get_asset_check_execution_history(
+            check, limit=FAILED_CHECKS_READ, status={AssetCheckExecutionRecordStatus.FAILED}
+        )
+        for execution in history:
+            evaluation = (
+                execution.event.dagster_event.event_specific_data if execution.event else None
+            )
+            target = getattr(evaluation, "target_materialization_data", None)
+            if target is not None and target.storage_id in current:
+                failed.setdefault(current[target.storage_id], check.name)
+    return failed

@@ -13,29 +13,27 @@ from __future__ import annotations
 
 import dagster as dg
 
-from llama_assets.curate.assets import LATER_DUPLICATES
+from llama_assets.curate.assets import LATER_DUPLICATES, clean_shards
 from llama_assets.jobs import batch_job
 from llama_assets.partitions import BATCHES
 from sensors.records import latest_materialization
 from sensors.shard_repair import repair_selection
 
-CLEAN_SHARDS = dg.AssetKey("clean_shards")
-
 
 def dedup_order_requests(instance: dg.DagsterInstance) -> list[dg.RunRequest]:
     requests: dict[str, dg.RunRequest] = {}
     for key in instance.get_dynamic_partitions(BATCHES):
-        record = latest_materialization(instance, CLEAN_SHARDS, key)
+        record = latest_materialization(instance, clean_shards.key, key)
         if record is None:
             continue
         value = record.asset_materialization.metadata.get(LATER_DUPLICATES)
         for later in value.value if value is not None else []:
-            redone = latest_materialization(instance, CLEAN_SHARDS, later)
+            redone = latest_materialization(instance, clean_shards.key, later)
             if later in requests or (redone and redone.timestamp > record.timestamp):
                 continue  # already requested, or deduplicated again since
             requests[later] = dg.RunRequest(
                 partition_key=later,
-                asset_selection=repair_selection("clean_shards"),
+                asset_selection=repair_selection(clean_shards.key),
                 run_key=f"dedup-order:{later}:after:{key}:{record.storage_id}",
                 tags={"llama/reason": f"{later} kept copies of documents of earlier {key}"},
             )

@@ -20,14 +20,15 @@ import os
 
 import dagster as dg
 
+from llama_assets.curate.assets import clean_shards, corpus_profile
 from llama_assets.jobs import dataset_job, model_job
 from llama_assets.partitions import BATCHES
+from llama_assets.retrieval.drift_assets import embedding_drift
+from llama_assets.training.assets import training_dataset
 from llama_assets.training.variants import VARIANTS
 from sensors.records import latest_materialization
 
-DRIFT_ASSETS = (dg.AssetKey("corpus_profile"), dg.AssetKey("embedding_drift"))
-CLEAN_SHARDS = dg.AssetKey("clean_shards")
-TRAINING_DATASET = dg.AssetKey("training_dataset")
+DRIFT_ASSETS = (corpus_profile.key, embedding_drift.key)
 VARIANTS_ENV = "LLAMA_DRIFT_VARIANTS"
 DEFAULT_VARIANTS = ("tiny",)
 
@@ -63,9 +64,9 @@ def drift_run_requests(
     instance: dg.DagsterInstance, variants: tuple[str, ...] = DEFAULT_VARIANTS
 ) -> list[dg.RunRequest]:
     requests = []
-    dataset = latest_materialization(instance, TRAINING_DATASET, None)
+    dataset = latest_materialization(instance, training_dataset.key, None)
     for key, asset, score, drifted_at in drifted_batches(instance):
-        shards = latest_materialization(instance, CLEAN_SHARDS, key)
+        shards = latest_materialization(instance, clean_shards.key, key)
         if shards is None:
             continue  # the snapshot would not hold the batch yet
         tags = {"llama/reason": f"drift in {asset} of {key} (score {score:.2f})"}

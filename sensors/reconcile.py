@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from llama_assets.base.atomic import atomic_write_json
+from llama_assets.ingest.assets import raw_documents
 from llama_assets.ingest.coalesce import (
     LANDING_FINGERPRINT,
     CoalesceSettings,
@@ -44,7 +45,7 @@ def ingested_fingerprints(instance: dg.DagsterInstance, keys: list[str]) -> dict
     cursor = None
     while keys:
         page = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey("raw_documents"), asset_partitions=keys),
+            dg.AssetRecordsFilter(asset_key=raw_documents.key, asset_partitions=keys),
             limit=1000,
             cursor=cursor,
         )

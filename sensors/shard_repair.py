@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import dagster as dg
 
-from llama_assets.jobs import BATCH_ASSETS, batch_job, dataset_job
+from llama_assets.jobs import BATCH_ASSETS, asset_graph, batch_job, dataset_job
 from llama_assets.tables import CORRUPT_TABLE
 
 
-def repair_selection(owner: str) -> list[dg.AssetKey]:
-    """The owner and its downstream batch assets, in the batch pipeline's order."""
+def repair_selection(owner: dg.AssetKey) -> list[dg.AssetKey]:
+    """The owner and its downstream batch assets, in the graph's topological order."""
+    graph = asset_graph()
     selected = dg.AssetSelection.assets(owner).downstream() & dg.AssetSelection.assets(
         *BATCH_ASSETS
     )
-    keys = selected.resolve(BATCH_ASSETS)
-    return [a.key for a in BATCH_ASSETS if a.key in keys]
+    keys = selected.resolve(graph)
+    return [key for key in graph.toposorted_asset_keys if key in keys]
 
 
 def repair_requests(run_id: str, failures: list[dg.DagsterEvent]) -> list[dg.RunRequest]:
@@ -38,7 +39,7 @@ def repair_requests(run_id: str, failures: list[dg.DagsterEvent]) -> list[dg.Run
         owner, key = metadata["owner_asset"].value, metadata["partition"].value
         requests[(owner, key)] = dg.RunRequest(
             partition_key=key,
-            asset_selection=repair_selection(owner),
+            asset_selection=repair_selection(dg.AssetKey.from_user_string(owner)),
             run_key=f"rebuild:{run_id}:{owner}:{key}",
             tags={"llama/rebuild": owner, "llama/corrupt_table": metadata[CORRUPT_TABLE].value},
         )
