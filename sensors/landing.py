@@ -26,7 +26,7 @@ from resources.storage import LocalDataRoot
     job=batch_job,
     minimum_interval_seconds=5,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Registers every new <source>/<batch> folder of the landing zone as a "
+    description="Registers every new `<source>/<batch>` folder of the landing zone as a "
     "batch partition and requests the batch pipeline for it; small batches of a source "
     "arriving within the coalescing window are merged into one batch and one run.",
 )

@@ -51,7 +51,7 @@ def latest_version(storage: LocalDataRoot, variant: str) -> str:
     description="Held-out perplexity of the base against the fine-tuned model, "
     "retrieval recall@k, MRR@k and nDCG@k (vector, fts and hybrid search; golden set "
     "and generated known-item queries), and serving latency and "
-    "throughput; reports/<variant>/<version>/report.json and report.md.",
+    "throughput; `reports/<variant>/<version>/report.json` and `report.md`.",
 )
 def eval_report(
     context: dg.AssetExecutionContext,
@@ -125,7 +125,7 @@ def eval_report(
     kinds={"json"},
     description="The variant's champion alias: moves to the newest checkpoint only when "
     "its eval report passes the gate against the current champion's. History is kept "
-    "in models/<variant>/aliases.json; `llama-platform rollback` moves it back.",
+    "in `models/<variant>/aliases.json`; `llama-platform rollback` moves it back.",
 )
 def promoted_model(
     context: dg.AssetExecutionContext, storage: LocalDataRoot

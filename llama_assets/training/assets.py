@@ -141,8 +141,8 @@ class TrainingSettings(dg.Config):
     retry_policy=GPU_RETRY,
     description="A LoRA fine-tune (peft) of the variant's Llama base model on the "
     "training split, bounded by a step and token budget; adapter, merged model, "
-    "tokenizer and trainer state under models/<variant>/<version>/. Full training "
-    "checkpoints every N steps under models/<variant>/runs/<version>/; a re-run with "
+    "tokenizer and trainer state under `models/<variant>/<version>/`. Full training "
+    "checkpoints every N steps under `models/<variant>/runs/<version>/`; a re-run with "
     "the same settings and data resumes from the newest valid one, and SIGTERM "
     "checkpoints and asks for a retry.",
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 import polars as pl
 import pytest
@@ -63,14 +65,15 @@ def test_fingerprints_from_workers_equal_in_process_ones(tmp_path) -> None:
         assert a.docs.equals(b.docs)
 
 
-def test_worker_count_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_worker_count_from_the_environment(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(WORKERS_ENV, "3")
     assert cpu_workers() == 3
     monkeypatch.setenv(WORKERS_ENV, "zero")
     with pytest.raises(ValueError, match=WORKERS_ENV):
         cpu_workers()
     monkeypatch.delenv(WORKERS_ENV)
-    assert cpu_workers() >= 1
+    # Unset, and no container quota: every CPU this process may run on.
+    assert cpu_workers(tmp_path / "no-quota") == len(os.sched_getaffinity(0))
 
 
 def test_worker_count_follows_the_container_cpu_quota(tmp_path, monkeypatch) -> None:
