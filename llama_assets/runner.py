@@ -13,6 +13,7 @@ line per step as it finishes.
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from collections.abc import Callable, Sequence
@@ -55,6 +56,8 @@ FOLLOWED = {
     DagsterEventType.ASSET_MATERIALIZATION,
 }
 POLL_SECONDS = 0.3
+QUIET_SECONDS = 10.0
+"""Off a terminal, a running step's log lines are echoed at most this often."""
 
 
 class StepFailed(RuntimeError):
@@ -212,6 +215,7 @@ class _Progress:
         self._cursor: str | None = None
         self._started: dict[str, float] = {}
         self._step_metadata: dict[str, dict] = {}
+        self._last_log: dict[str, float] = {}
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._follow, daemon=True)
 
@@ -229,9 +233,7 @@ class _Progress:
 
     def _drain(self) -> None:
         while True:
-            connection = self.instance.get_records_for_run(
-                self.run_id, cursor=self._cursor, of_type=FOLLOWED
-            )
+            connection = self.instance.get_records_for_run(self.run_id, cursor=self._cursor)
             for record in connection.records:
                 self._on(record.event_log_entry)
             self._cursor = connection.cursor
@@ -244,6 +246,11 @@ class _Progress:
     def _on(self, entry) -> None:
         event = entry.dagster_event
         step = entry.step_key or ""
+        if event is None:
+            self._log_line(step, entry)
+            return
+        if event.event_type not in FOLLOWED:
+            return
         if event.event_type == DagsterEventType.STEP_START:
             self._started[step] = entry.timestamp
             if self.live:
@@ -263,6 +270,18 @@ class _Progress:
             metadata = self._step_metadata.get(step, {})
             headline = " ".join(f"{k}={_fmt(metadata[k])}" for k in HEADLINE if k in metadata)
             self.echo(f"  ✓ {self._label(step)} {seconds:6.1f}s  {headline}")
+
+    def _log_line(self, step: str, entry) -> None:
+        """A step's own log message (training steps, embedding progress): shown while
+        the step runs, so minutes of work never look hung."""
+        if not step or entry.level < logging.INFO or not entry.user_message:
+            return
+        message = entry.user_message.splitlines()[0]
+        if self.live:
+            print(f"  … {self._label(step)} {message[:70]:<70}", end="\r", flush=True)
+        elif entry.timestamp - self._last_log.get(step, 0.0) >= QUIET_SECONDS:
+            self._last_log[step] = entry.timestamp
+            self.echo(f"    {step}: {message}")
 
 
 def _fmt(value) -> str:

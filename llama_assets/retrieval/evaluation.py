@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import dagster as dg
 import lancedb
 
 from evals.retrieval import heading_queries, read_golden_set, sentence_queries
@@ -57,13 +56,14 @@ def evaluate_index(
 
 
 def retrieval_metadata(figures: dict) -> dict:
-    """``retrieval/<mode>/<metric>`` floats for the UI's plots, over all queries."""
+    """``retrieval/<mode>/<metric>`` floats for the UI's plots, over all queries
+    (plain numbers: Dagster turns them into float and int metadata)."""
     k = figures["k"]
     out = {}
     for mode, by_set in figures["modes"].items():
         for metric in ("recall", "mrr", "ndcg"):
             value = by_set["all"][f"{metric}@{k}"]
-            out[f"retrieval/{mode}/{metric}@{k}"] = dg.MetadataValue.float(round(value, 4))
-    out["retrieval_queries"] = dg.MetadataValue.int(figures["queries"])
-    out["retrieval_table_version"] = dg.MetadataValue.int(figures["table_version"])
+            out[f"retrieval/{mode}/{metric}@{k}"] = float(round(value, 4))
+    out["retrieval_queries"] = int(figures["queries"])
+    out["retrieval_table_version"] = int(figures["table_version"])
     return out
