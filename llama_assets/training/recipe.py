@@ -157,10 +157,12 @@ class LoRAFinetuneRecipe:
         self.model.train()
         started = time.perf_counter()
         while self.state.step < self.total_steps:
+            # data -> forward -> loss -> backward -> clip -> optimizer -> schedule
             loss = step_halving_on_oom(
                 self.train_step, self.optimizer, self.state, self.cfg, self.device, self._restart
             )
             self._report(loss)
+            # -> checkpoint: periodic, at the end, and when the node is being reclaimed.
             preempted = any_rank(self.stop.is_set(), self.device)
             if self._checkpoint_due(preempted):
                 saved = self.save_checkpoint()
