@@ -4,8 +4,8 @@ and what a checkpoint and a resume cost.
 Run: `.venv/bin/python -m benchmarks.training_throughput [--steps N]`. Writes
 `benchmarks/results/training_throughput.{json,md}`.
 
-1. Trainer vs baseline: a step of our loop (`train_step`: micro-batch stream,
-   grad clipping, cosine schedule) against the plainest peft step (forward,
+1. Trainer vs baseline: a step of our loop (`LoRAFinetuneRecipe.train_step`:
+   micro-batch stream, grad clipping, cosine schedule) against the plainest peft step (forward,
    backward, AdamW step) on the same model, sequence length, batch and LoRA
    settings, interleaved step by step in this process to share the noise.
 2. Packing vs padding: useful (non-padding) training tokens per second on the
@@ -34,20 +34,21 @@ from transformers import get_cosine_schedule_with_warmup
 from benchmarks._common import conditions, peak_rss_mb, write_results
 from llama_assets.ingest.readers import iter_batch
 from llama_assets.training.base_model import build_tiny_llama
-from llama_assets.training.dataset import pack_token_ids, tokenize_texts
-from llama_assets.training.tokenizer import train_bpe_tokenizer
-from llama_assets.training.trainer import (
-    ADAM_BETAS,
-    LoopState,
-    TrainConfig,
-    finetune_lora,
+from llama_assets.training.checkpointer import (
     latest_valid_checkpoint,
     load_training_checkpoint,
-    micro_batches,
-    prepare_lora_model,
     save_training_checkpoint,
-    train_step,
 )
+from llama_assets.training.config import TrainConfig
+from llama_assets.training.dataset import pack_token_ids, tokenize_texts
+from llama_assets.training.recipe import (
+    ADAM_BETAS,
+    LoRAFinetuneRecipe,
+    finetune_lora,
+    prepare_lora_model,
+)
+from llama_assets.training.state import LoopState
+from llama_assets.training.tokenizer import train_bpe_tokenizer
 from llama_assets.training.variants import VARIANTS
 
 SAMPLE = Path(__file__).resolve().parents[1] / "llama_assets" / "sample_data"
@@ -104,23 +105,18 @@ def trainer_vs_baseline(tokenizer, blocks, cfg: TrainConfig, steps: int) -> dict
 
     Interleaving step by step puts both sides under the same load at the same
     moment, which whole-run timings on a shared machine cannot (identical runs
-    differed by up to 2x here). Our step is `train_step` on the trainer's
-    micro-batch stream with its scheduler and gradient clipping: the body of
+    differed by up to 2x here). Our step is the recipe's `train_step` (its
+    micro-batch stream, optimizer, scheduler and gradient clipping): the body of
     `finetune_lora`'s loop. The first step of each side is warm-up, not timed.
     """
-    device = torch.device("cpu")
-    ours = prepare_lora_model(build_tiny_llama(TINY, tokenizer, seed=0), cfg, device).train()
-    ours_opt = torch.optim.AdamW(
-        [p for p in ours.parameters() if p.requires_grad], lr=cfg.learning_rate, betas=ADAM_BETAS
-    )
-    ours_sched = get_cosine_schedule_with_warmup(ours_opt, cfg.warmup_steps, steps + 1)
-    state = LoopState()
-    stream = micro_batches(blocks, state, cfg)
+    ours = LoRAFinetuneRecipe(dataclasses.replace(cfg, max_steps=steps + 1), "cpu")
+    ours.setup(build_tiny_llama(TINY, tokenizer, seed=0), blocks)
+    ours.model.train()
     plain, plain_opt = plain_peft_model(build_tiny_llama(TINY, tokenizer, seed=0), cfg)
     ours_s, plain_s = [], []
     for step in range(steps + 1):
         started = time.perf_counter()
-        train_step(ours, ours_opt, ours_sched, stream, state, cfg, device)
+        ours.train_step()
         ours_s.append(time.perf_counter() - started)
         rows = torch.arange(step * cfg.micro_batch_size, (step + 1) * cfg.micro_batch_size)
         batch = blocks[rows % blocks.shape[0]]

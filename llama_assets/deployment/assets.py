@@ -19,8 +19,8 @@ from llama_assets.training.assets import (
     read_dataset_manifest,
     training_dataset,
 )
+from llama_assets.training.checkpointer import read_trainer_state
 from llama_assets.training.pipeline import load_checkpoint, pack
-from llama_assets.training.trainer import read_trainer_state
 from llama_assets.training.variants import get_variant
 from resources.device import DeviceResource
 from resources.embedder import EmbedderResource

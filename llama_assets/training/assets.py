@@ -4,21 +4,23 @@ import hashlib
 import json
 import subprocess
 import time
-from dataclasses import replace
 
 import dagster as dg
 import polars as pl
+import pydantic
 
 from llama_assets.base.atomic import atomic_write_json
 from llama_assets.curate.assets import clean_shards
 from llama_assets.partitions import variant_partitions
 from llama_assets.policies import GPU_OP_TAGS, GPU_POOL, GPU_RETRY, IO_RETRY
 from llama_assets.tables import manifest_digest, read_table, table_metadata, write_table
-from llama_assets.training.dataset import pack_examples, split_of, training_examples
+from llama_assets.training.checkpointer import MERGED_DIR, read_trainer_state
+from llama_assets.training.config import TrainConfig
+from llama_assets.training.dataset import split_of, with_messages
 from llama_assets.training.distributed import PREEMPTED_EXIT_CODE, torchrun_command
 from llama_assets.training.pipeline import LOSS_CURVE_FILE, checkpoint_version, train_and_save
+from llama_assets.training.preemption import TrainingPreempted
 from llama_assets.training.report import loss_curve_markdown
-from llama_assets.training.trainer import TrainingPreempted, read_trainer_state
 from llama_assets.training.variants import get_variant
 from resources.device import DeviceResource
 from resources.storage import LocalDataRoot
@@ -86,49 +88,28 @@ def training_dataset(
     )
 
 
-DATASET_COLUMNS = ["doc_id", "source", "batch", "text", "messages"]
+class FinetuneRunSettings(dg.Config):
+    """How a fine-tune runs, beside what it computes (TrainConfig's fields, added below)."""
 
-
-def with_messages(shards: pl.DataFrame) -> pl.DataFrame:
-    """The dataset's columns; shards written before the `messages` column have none (null)."""
-    if "messages" not in shards.columns:
-        shards = shards.with_columns(pl.lit(None, dtype=pl.String).alias("messages"))
-    return shards.select(DATASET_COLUMNS)
-
-
-class TrainingSettings(dg.Config):
-    """Overrides of the variant's preset; leave a field unset to keep the preset."""
-
-    max_steps: int | None = None
-    max_tokens: int | None = None
-    learning_rate: float | None = None
-    seq_len: int | None = None
-    micro_batch_size: int | None = None
-    grad_accum_steps: int | None = None
-    lora_r: int | None = None
-    lora_alpha: int | None = None
-    lora_dropout: float | None = None
-    target_modules: list[str] | None = None
-    warmup_steps: int | None = None
-    weight_decay: float | None = None
-    max_grad_norm: float | None = None
-    gradient_checkpointing: bool | None = None
-    seed: int | None = None
-    checkpoint_every: int | None = None
-    keep_checkpoints: int | None = None
-    log_every: int | None = None
-    # Not TrainConfig fields: whether to also write merged/ (base + adapter), and
-    # how many data-parallel processes torchrun starts (1: train in this process).
+    # Whether to also write merged/ (base + adapter), and how many data-parallel
+    # processes torchrun starts (1: train in this process).
     save_merged: bool = True
     processes: int = 1
 
-    def apply(self, preset):
-        overrides = {
-            k: tuple(v) if isinstance(v, list) else v
-            for k, v in self.model_dump(exclude={"save_merged", "processes"}).items()
-            if v is not None
-        }
-        return replace(preset, **overrides)
+    def apply(self, preset: TrainConfig) -> TrainConfig:
+        """`preset` with every TrainConfig field that is set here."""
+        overrides = self.model_dump(exclude=set(FinetuneRunSettings.model_fields))
+        return preset.with_overrides({k: v for k, v in overrides.items() if v is not None})
+
+
+# The run config of `finetuned_checkpoint`: every TrainConfig field, derived from
+# the dataclass (one definition), as an optional override of the variant's preset.
+TrainingSettings = pydantic.create_model(
+    "TrainingSettings",
+    __base__=FinetuneRunSettings,
+    __doc__="Overrides of the variant's preset; leave a field unset to keep the preset.",
+    **{name: (hint, None) for name, hint in TrainConfig.override_types().items()},
+)
 
 
 @dg.asset(
@@ -159,11 +140,6 @@ def finetuned_checkpoint(
     train = with_messages(read_table(layout.training_dataset / "train"))
     texts, messages = train["text"].to_list(), train["messages"].to_list()
     instruction_docs = sum(m is not None for m in messages)
-
-    def blocks_for(tokenizer):
-        # Chat records learn only their assistant turns; plain documents learn everything.
-        return pack_examples(training_examples(tokenizer, texts, messages), cfg.seq_len)
-
     dev = device.device()
     context.log.info(f"training {variant.name} on {dev} for up to {cfg.planned_steps()} steps")
 
@@ -187,7 +163,7 @@ def finetuned_checkpoint(
                 run_dir=layout.training_run(variant.name, version),
                 merge=config.save_merged,
                 log=context.log.info,
-                blocks_for=blocks_for if instruction_docs else None,
+                messages=messages,
             )
         except TrainingPreempted as exc:
             # A reclaimed node: the checkpoint is on disk, so the retry loses no step.
@@ -231,7 +207,7 @@ def finetuned_checkpoint(
             "micro_batch_size": state["micro_batch_size"],
             "grad_accum_steps": state["grad_accum_steps"],
             **({"mfu": dg.MetadataValue.float(round(mfu, 4))} if mfu is not None else {}),
-            "merged_model": dg.MetadataValue.path(str(path / "merged"))
+            "merged_model": dg.MetadataValue.path(str(path / MERGED_DIR))
             if config.save_merged
             else "not written",
             "path": dg.MetadataValue.path(str(path)),

@@ -8,6 +8,9 @@ blocks, so every token in a block is a real training target and no compute is
 spent on padding. Instruction records (a `messages` list of chat turns) are
 rendered with the tokenizer's chat template and packed the same way, with the
 loss masked (label -100) on everything but the assistant's turns.
+
+Reading a split needs no Dagster (the torchrun workers read it too): the
+snapshot is a checksummed shard set, verified part by part before it is read.
 """
 
 from __future__ import annotations
@@ -15,12 +18,34 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Literal
 
+import polars as pl
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from llama_assets.base.shards import scan_shards
+
 Split = Literal["train", "validation"]
+
+# The columns of the training dataset snapshot (`datasets/training/<split>/`).
+DATASET_COLUMNS = ["doc_id", "source", "batch", "text", "messages"]
+
+
+def with_messages(shards: pl.DataFrame) -> pl.DataFrame:
+    """The dataset's columns; shards written before the `messages` column have none (null)."""
+    if "messages" not in shards.columns:
+        shards = shards.with_columns(pl.lit(None, dtype=pl.String).alias("messages"))
+    return shards.select(DATASET_COLUMNS)
+
+
+def read_split(dataset_dir: Path, split: Split) -> pl.DataFrame:
+    """One side of the training dataset snapshot, every part checksummed first.
+
+    Raises CorruptShardError (llama_assets/base/shards.py) on a damaged part.
+    """
+    return with_messages(scan_shards(Path(dataset_dir) / split, verify=True).collect())
 
 
 def split_of(doc_id: str, validation_fraction: float = 0.1) -> Split:

@@ -5,7 +5,7 @@
 
 Each process joins the process group (NCCL on GPUs, one GPU per local rank;
 gloo on CPU), reads the training split, and runs the same `train_and_save` as
-a single-process run: the trainer wraps the model in DistributedDataParallel,
+a single-process run: the recipe wraps the model in DistributedDataParallel,
 gives each rank its slice of every global micro-batch, and only rank 0 writes
 training checkpoints and the final checkpoint. A SIGTERM (torchrun forwards
 it to every worker) checkpoints and exits with PREEMPTED_EXIT_CODE, which the
@@ -23,6 +23,14 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+
+# Pure modules only: a worker imports neither Dagster nor the asset graph.
+from llama_assets.base.layout import DataLayout
+from llama_assets.training.config import TrainConfig
+from llama_assets.training.dataset import read_split
+from llama_assets.training.pipeline import checkpoint_version, train_and_save
+from llama_assets.training.preemption import TrainingPreempted
+from llama_assets.training.variants import get_variant
 
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: try again later
 
@@ -51,14 +59,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-merge", action="store_true")
     args = parser.parse_args(argv)
 
-    from llama_assets.base.layout import DataLayout
-    from llama_assets.tables import read_table
-    from llama_assets.training.assets import with_messages
-    from llama_assets.training.dataset import pack_examples, training_examples
-    from llama_assets.training.pipeline import checkpoint_version, train_and_save
-    from llama_assets.training.trainer import TrainConfig, TrainingPreempted
-    from llama_assets.training.variants import get_variant
-
     cuda = torch.cuda.is_available()
     dist.init_process_group("nccl" if cuda else "gloo")
     rank = dist.get_rank()
@@ -70,11 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     layout = DataLayout(args.data_root)
     variant = get_variant(args.variant)
     cfg = TrainConfig.from_dict(json.loads(args.config))
-    train = with_messages(read_table(layout.training_dataset / "train"))
+    train = read_split(layout.training_dataset, "train")
     texts, messages = train["text"].to_list(), train["messages"].to_list()
-
-    def blocks_for(tokenizer):
-        return pack_examples(training_examples(tokenizer, texts, messages), cfg.seq_len)
 
     def on_step(step: int, loss: float, tokens: int) -> None:
         if rank == 0:
@@ -93,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             run_dir=layout.training_run(variant.name, version),
             merge=not args.no_merge,
             log=(lambda m: print(m, flush=True)) if rank == 0 else None,
-            blocks_for=blocks_for if any(m is not None for m in messages) else None,
+            messages=messages,
         )
     except TrainingPreempted as exc:
         print(str(exc), flush=True)

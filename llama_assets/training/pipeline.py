@@ -20,22 +20,26 @@ import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from llama_assets.training.base_model import build_tiny_llama, load_base_model
-from llama_assets.training.dataset import pack_token_ids, tokenize_texts
-from llama_assets.training.report import loss_curve_png
-from llama_assets.training.tokenizer import train_bpe_tokenizer
-from llama_assets.training.trainer import (
-    TrainConfig,
-    TrainResult,
-    data_parallel,
-    finetune_lora,
+from llama_assets.training.checkpointer import (
+    BASE_MODEL_DIR,
     load_finetuned,
     load_finetuned_tokenizer,
     read_trainer_state,
     save_finetuned,
 )
+from llama_assets.training.config import TrainConfig
+from llama_assets.training.data_parallel import data_parallel
+from llama_assets.training.dataset import (
+    pack_examples,
+    pack_token_ids,
+    tokenize_texts,
+    training_examples,
+)
+from llama_assets.training.recipe import TrainResult, finetune_lora
+from llama_assets.training.report import loss_curve_png
+from llama_assets.training.tokenizer import train_bpe_tokenizer
 from llama_assets.training.variants import ModelVariant, weights_path
 
-BASE_DIR = "base"
 LOSS_CURVE_FILE = "loss_curve.png"
 
 
@@ -61,7 +65,22 @@ def base_model_and_tokenizer(
 
 
 def pack(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], seq_len: int) -> torch.Tensor:
+    """Plain documents packed into (n, seq_len) blocks, every token learned."""
     return pack_token_ids(tokenize_texts(tokenizer, texts), seq_len, tokenizer.eos_token_id)
+
+
+def training_blocks(
+    tokenizer: PreTrainedTokenizerBase,
+    texts: Sequence[str],
+    messages: Sequence[str | None] | None,
+    seq_len: int,
+) -> torch.Tensor:
+    """The blocks a split trains on. With any chat record (`messages`, the dataset's
+    column), chat records learn only their assistant turns and plain documents
+    everything ((n, 2, seq_len) ids and labels); otherwise plain packing."""
+    if messages is not None and any(m is not None for m in messages):
+        return pack_examples(training_examples(tokenizer, texts, messages), seq_len)
+    return pack(tokenizer, texts, seq_len)
 
 
 @dataclass
@@ -84,19 +103,18 @@ def train_and_save(
     run_dir: Path | None = None,
     merge: bool = True,
     log: Callable[[str], None] | None = None,
-    blocks_for: Callable[[PreTrainedTokenizerBase], torch.Tensor] | None = None,
+    messages: Sequence[str | None] | None = None,
 ) -> TrainedCheckpoint:
     """Train `variant` on `train_texts` and write `out_root/<version>/`.
 
     With `run_dir` (the layout's `training_run(variant, version)`), training
     checkpoints go there and a run with the same variant, settings and data
-    resumes from the newest valid one. `blocks_for(tokenizer)` overrides how
-    training blocks are built (the instruction format); by default the texts
-    are packed.
+    resumes from the newest valid one. `messages` (the split's column, one
+    entry per text) makes chat records train on their assistant turns only.
     """
     version = checkpoint_version(variant, cfg, data_version)
     base, tokenizer = base_model_and_tokenizer(variant, train_texts, cfg.seed, device)
-    blocks = blocks_for(tokenizer) if blocks_for else pack(tokenizer, train_texts, cfg.seq_len)
+    blocks = training_blocks(tokenizer, train_texts, messages, cfg.seq_len)
     if blocks.shape[0] == 0:
         raise ValueError(
             f"the training split packs into no block of {cfg.seq_len} tokens; ingest more text"
@@ -109,7 +127,7 @@ def train_and_save(
         writer = data_parallel()[0] == 0
         if variant.is_local and writer:
             # Saved before training: fine-tuning injects adapters into the base in place.
-            base_dir = Path(tmp) / BASE_DIR
+            base_dir = Path(tmp) / BASE_MODEL_DIR
             base.save_pretrained(str(base_dir), safe_serialization=True)
         result = finetune_lora(
             base, blocks, cfg, device, on_step=on_step, checkpoint_dir=run_dir, log=log
@@ -119,7 +137,7 @@ def train_and_save(
             "variant": variant.name,
             "version": version,
             "data_version": data_version,
-            "base_model": BASE_DIR if variant.is_local else weights_path(variant),
+            "base_model": BASE_MODEL_DIR if variant.is_local else weights_path(variant),
             "train_blocks": int(blocks.shape[0]),
         }
         out = out_root / version
@@ -143,7 +161,7 @@ def load_checkpoint_base(
 ) -> PreTrainedModel:
     """A fresh copy of the base model the checkpoint was trained on."""
     if variant.is_local:
-        model = AutoModelForCausalLM.from_pretrained(str(checkpoint / BASE_DIR))
+        model = AutoModelForCausalLM.from_pretrained(str(checkpoint / BASE_MODEL_DIR))
         return model.to(device).eval()
     model, _ = load_base_model(variant, read_trainer_state(checkpoint)["base_model"], device=device)
     return model.eval()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from llama_assets.training.trainer import TrainConfig
+from llama_assets.training.config import TrainConfig
 
 
 class MissingWeightsError(RuntimeError):

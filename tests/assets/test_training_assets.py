@@ -14,7 +14,7 @@ import polars as pl
 
 from llama_assets.tables import write_table
 from llama_assets.training.assets import finetuned_checkpoint, training_dataset
-from llama_assets.training.trainer import read_trainer_state, training_checkpoints
+from llama_assets.training.checkpointer import read_trainer_state, training_checkpoints
 from tests.unit.test_training import synthetic_corpus
 
 CHAT = json.dumps(

@@ -16,9 +16,10 @@ import torch.distributed as dist
 from safetensors.torch import save_file
 
 from llama_assets.training.base_model import build_tiny_llama
+from llama_assets.training.checkpointer import trainable_state
 from llama_assets.training.dataset import pack_token_ids, tokenize_texts
+from llama_assets.training.recipe import finetune_lora
 from llama_assets.training.tokenizer import train_bpe_tokenizer
-from llama_assets.training.trainer import finetune_lora, trainable_state
 from tests.unit.test_training import SHORT, SMALL, synthetic_corpus
 
 # Per-rank micro-batch 2 on 2 ranks: the same 4 rows per micro-batch as SHORT on one process.

@@ -18,20 +18,19 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from llama_assets.training.base_model import build_tiny_llama, load_base_model
-from llama_assets.training.dataset import pack_token_ids, split_of, tokenize_texts
-from llama_assets.training.tokenizer import CHAT_TEMPLATE, train_bpe_tokenizer
-from llama_assets.training.trainer import (
+from llama_assets.training.batches import epoch_order, micro_batches
+from llama_assets.training.checkpointer import (
     CorruptCheckpointError,
-    LoopState,
-    TrainConfig,
-    epoch_order,
-    finetune_lora,
     load_finetuned,
     load_finetuned_tokenizer,
-    micro_batches,
     read_trainer_state,
     save_finetuned,
 )
+from llama_assets.training.config import TrainConfig
+from llama_assets.training.dataset import pack_token_ids, split_of, tokenize_texts
+from llama_assets.training.recipe import finetune_lora
+from llama_assets.training.state import LoopState
+from llama_assets.training.tokenizer import CHAT_TEMPLATE, train_bpe_tokenizer
 from llama_assets.training.variants import (
     VARIANTS,
     MissingWeightsError,

@@ -14,14 +14,10 @@ import torch
 from safetensors.torch import load_file
 
 from llama_assets.training.base_model import build_tiny_llama
+from llama_assets.training.checkpointer import RNG_FILE, trainable_state, training_checkpoints
 from llama_assets.training.dataset import pack_token_ids, tokenize_texts
+from llama_assets.training.recipe import finetune_lora
 from llama_assets.training.tokenizer import train_bpe_tokenizer
-from llama_assets.training.trainer import (
-    RNG_FILE,
-    finetune_lora,
-    trainable_state,
-    training_checkpoints,
-)
 from tests.unit.ddp_child import DDP_CONFIG
 from tests.unit.test_training import SMALL, synthetic_corpus
 

@@ -19,14 +19,14 @@ import pytest
 import torch
 
 from llama_assets.training.base_model import build_tiny_llama
-from llama_assets.training.trainer import (
+from llama_assets.training.checkpointer import (
     LOOP_STATE_FILE,
     TRAINABLE_FILE,
-    finetune_lora,
     latest_valid_checkpoint,
     trainable_state,
     training_checkpoints,
 )
+from llama_assets.training.recipe import finetune_lora
 from tests.unit.test_training import SHORT, SMALL
 
 REPO = Path(__file__).resolve().parents[2]

@@ -9,16 +9,16 @@ import polars as pl
 import pytest
 import torch
 
-from llama_assets.training.assets import with_messages
 from llama_assets.training.base_model import build_tiny_llama
 from llama_assets.training.dataset import (
     IGNORE_INDEX,
     pack_examples,
     sft_example,
     training_examples,
+    with_messages,
 )
+from llama_assets.training.recipe import finetune_lora
 from llama_assets.training.tokenizer import train_bpe_tokenizer
-from llama_assets.training.trainer import finetune_lora
 from tests.unit.test_training import SHORT, SMALL, synthetic_corpus
 
 CHAT = [

@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 from llama_assets.training.base_model import build_tiny_llama
-from llama_assets.training.trainer import TrainingPreempted, finetune_lora
+from llama_assets.training.preemption import TrainingPreempted
+from llama_assets.training.recipe import finetune_lora
 from tests.unit.test_training import SHORT, SMALL, synthetic_corpus
 
 
