@@ -7,16 +7,20 @@ import random
 import numpy as np
 import pytest
 
-from llama_assets.curate.quality import QualityThresholds, quality_failures
 from llama_assets.curate.review import (
-    DEFAULT_MARGINS,
-    ReviewMargins,
     any_borderline,
     borderline_rules,
     read_decisions,
     review_action,
     rule_distances,
 )
+from llama_assets.curate.rules import (
+    DEFAULT_MARGINS,
+    QualityThresholds,
+    ReviewMargins,
+    quality_failures,
+)
+from tests.quality_reference import quality_signals
 from tests.unit.test_quality import PROSE
 
 NUMERIC_RULES = [
@@ -37,8 +41,6 @@ NUMERIC_RULES = [
 
 
 def _passing() -> dict[str, float]:
-    from tests.unit.test_quality import quality_signals
-
     signals = quality_signals(PROSE)
     assert quality_failures(signals) == []
     return signals
