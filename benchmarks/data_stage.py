@@ -11,10 +11,14 @@ and apply the same Gopher/C4/FineWeb quality rules, remove exact and near
 duplicates (MinHash, 128 permutations, word 5-grams, threshold 0.8) and write
 parquet. The baseline calls the per-document filters a user would call
 (`mask_pii`, fastText's own `predict` through `detect_language`,
-`quality_signals`) one document at a time; ours runs the stage as the assets
-do: parts in worker processes, each filter over a whole part at once
-(`mask_pii_batch`, `detect_languages`, `quality_signals_frame`, which the unit
-tests hold equal to the per-document functions), the persistent dedup index.
+`quality_signals`, then `quality_failures`) one document at a time; ours runs
+the stage as the assets do: parts in worker processes, each filter over a whole
+part at once (`mask_pii_batch`, `detect_languages`, `quality_signals_frame`,
+which the unit tests hold equal to the per-document functions), the persistent
+dedup index. The per-document `quality_signals` is the reference scorer that
+lives with the tests (tests/quality_reference.py): the pipeline never runs it,
+and importing it keeps the baseline's scorer the one the tests hold equal to
+ours instead of a third copy.
 Planted pairs: exact copies and ~1-in-100 word edits (Jaccard ~0.9, must go)
 and ~1-in-8 edits (Jaccard ~0.3, must stay).
 Results: benchmarks/results/data_stage.{json,md}.
@@ -239,7 +243,8 @@ def run_baseline(landing: Path, work: Path) -> dict:
     from llama_assets.curate.dedup import normalise_for_hash
     from llama_assets.curate.language import detect_language
     from llama_assets.curate.pii import mask_pii
-    from llama_assets.curate.quality import QualityThresholds, quality_failures, quality_signals
+    from llama_assets.curate.rules import QualityThresholds, quality_failures
+    from tests.quality_reference import quality_signals  # the per-document reference scorer
 
     thresholds = QualityThresholds()
     started = time.perf_counter()

@@ -22,14 +22,15 @@ from llama_assets.curate.profile import (
     pool_profiles,
 )
 from llama_assets.curate.review import ensure_decisions_file, read_decisions
-from llama_assets.curate.validate import REVIEW_SCHEMA, ContentPolicy, validate_documents
-from llama_assets.ingest.assets import raw_documents
-from llama_assets.ingest.schema import (
+from llama_assets.curate.schema import (
     CLEAN_COLUMNS,
+    REVIEW_SCHEMA,
     CleanShards,
     ReviewCandidates,
     ReviewQueue,
 )
+from llama_assets.curate.validate import ContentPolicy, validate_documents
+from llama_assets.ingest.assets import raw_documents
 from llama_assets.partitions import batch_partitions, earlier_batch_keys, later_batch_keys
 from llama_assets.policies import DEDUP_POOL, IO_RETRY
 from llama_assets.tables import iter_table, map_table, read_table, table_metadata, write_table

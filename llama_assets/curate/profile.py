@@ -31,7 +31,7 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from llama_assets.curate.quality import SIGNAL_NAMES
+from llama_assets.curate.rules import SIGNAL_NAMES
 
 # Word-count bins on a log scale: documents range from a sentence to a book.
 LENGTH_BINS = [0, 50, 100, 200, 400, 800, 1600, 3200, 6400, 12800, math.inf]

@@ -2,8 +2,9 @@
 
 A heuristic threshold is a line drawn through a continuum; the documents just
 either side of it are where the rule is least sure. A document is *borderline*
-when one of its quality signals lies within the rule's review margin
-(`ReviewMargins`, one named parameter per rule) of that rule's threshold:
+when one of its quality signals lies within the rule's review margin of that
+rule's threshold (the margins are a column of the rule table, curate/rules.py;
+`ReviewMargins` overrides them by rule name):
 
 - borderline and failing only narrowly (every rule it fails is borderline): it
   is *held* - neither quarantined nor passed on - until a person decides;
@@ -29,37 +30,20 @@ from pathlib import Path
 import numpy as np
 
 from llama_assets.base.atomic import atomic_open
-from llama_assets.curate.quality import QualityThresholds
+from llama_assets.curate.rules import (
+    DEFAULT_MARGINS,
+    QualityThresholds,
+    ReviewMargins,
+    active_rules,
+)
 
 DECISIONS = ("approve", "reject")
 DECISION_COLUMNS = ("doc_id", "decision", "note")
 REJECTED_REASON = "review:rejected"
-
-
-@dataclass(frozen=True)
-class ReviewMargins:
-    """How close (in the signal's own unit) to a rule's threshold counts as
-    borderline; 0 turns review off for that rule. Not published numbers: about
-    10% of each threshold, or of its range for fractions."""
-
-    gopher_min_words: float = 5.0
-    gopher_max_words: float = 5_000.0
-    gopher_mean_word_length: float = 0.3
-    gopher_hash_ratio: float = 0.01
-    gopher_ellipsis_ratio: float = 0.01
-    gopher_bullet_lines: float = 0.05
-    gopher_ellipsis_lines: float = 0.03
-    gopher_alpha_words: float = 0.03
-    gopher_stop_words: float = 0.0
-    """Off: a count of 2 is already tiny; one word more or less says nothing."""
-    c4_terminal_punctuation: float = 0.02
-    c4_javascript: float = 0.05
-    duplicate_lines: float = 0.03
-    duplicate_line_chars: float = 0.02
-    fineweb_short_lines: float = 0.03
-
-
-DEFAULT_MARGINS = ReviewMargins()
+REVIEW_STATUSES = ("held", "passed", "approved", "rejected")
+"""A review-queue row's status: held (fails narrowly, waits), passed (passes
+narrowly, flows on), approved (held, approved: flows on), rejected
+(quarantined as review:rejected)."""
 
 
 @dataclass(frozen=True)
@@ -72,69 +56,25 @@ class Borderline:
     """Signed distance to the threshold: >= 0 passes the rule, < 0 fails it."""
 
 
-def _rules(t: QualityThresholds) -> list[tuple[str, str, str, float | tuple[float, float]]]:
-    """(rule, signal, kind, threshold) of each numeric rule; kind is "min", "max"
-    or "range" (a (low, high) pair). Rules that are off are left out."""
-    rules = [
-        ("gopher_min_words", "q_word_count", "min", t.min_words),
-        ("gopher_max_words", "q_word_count", "max", t.max_words),
-        (
-            "gopher_mean_word_length",
-            "q_mean_word_length",
-            "range",
-            (t.min_mean_word_length, t.max_mean_word_length),
-        ),
-        ("gopher_hash_ratio", "q_hash_word_ratio", "max", t.max_hash_word_ratio),
-        ("gopher_ellipsis_ratio", "q_ellipsis_word_ratio", "max", t.max_ellipsis_word_ratio),
-        ("gopher_bullet_lines", "q_bullet_line_fraction", "max", t.max_bullet_line_fraction),
-        (
-            "gopher_ellipsis_lines",
-            "q_ellipsis_line_fraction",
-            "max",
-            t.max_ellipsis_line_fraction,
-        ),
-        ("gopher_alpha_words", "q_alpha_word_fraction", "min", t.min_alpha_word_fraction),
-        ("gopher_stop_words", "q_stop_word_count", "min", t.min_stop_words),
-        (
-            "c4_terminal_punctuation",
-            "q_terminal_punct_line_fraction",
-            "min",
-            t.min_terminal_punct_line_fraction,
-        ),
-        ("c4_javascript", "q_javascript_line_fraction", "max", t.max_javascript_line_fraction),
-        ("duplicate_lines", "q_duplicate_line_fraction", "max", t.max_duplicate_line_fraction),
-        (
-            "duplicate_line_chars",
-            "q_duplicate_line_char_fraction",
-            "max",
-            t.max_duplicate_line_char_fraction,
-        ),
-        ("fineweb_short_lines", "q_short_line_fraction", "max", t.max_short_line_fraction),
-    ]
-    # A minimum of 0 turns the terminal-punctuation rule off.
-    return [r for r in rules if not (r[0] == "c4_terminal_punctuation" and r[3] <= 0)]
-
-
-def _distance(kind: str, threshold, value):
-    """Signed distance of `value` (a float or an array) from a rule's threshold,
-    and the threshold it is measured from (the nearer end of a range)."""
-    if kind == "min":
-        return value - threshold, threshold
-    if kind == "max":
-        return threshold - value, threshold
-    low, high = threshold
-    nearer = np.where(np.abs(value - low) <= np.abs(high - value), low, high)
-    return np.minimum(value - low, high - value), nearer
+def _reviewed(thresholds: QualityThresholds, margins: ReviewMargins):
+    """(rule, threshold, margin) of each rule under review: it applies under
+    `thresholds` and has a margin above 0."""
+    for rule, threshold in active_rules(thresholds):
+        if rule.margin is not None and getattr(margins, rule.name) > 0:
+            yield rule, threshold, getattr(margins, rule.name)
 
 
 def rule_distances(signals: dict[str, float], t: QualityThresholds) -> list[Borderline]:
-    """Each numeric rule's signed distance from its threshold (rules that are off
-    - a minimum of 0 - are left out)."""
+    """Each applying rule's signed distance from its threshold (flags, which
+    have no threshold to be near, and rules that are off are left out)."""
     out = []
-    for rule, signal, kind, threshold in _rules(t):
-        distance, nearest = _distance(kind, threshold, signals[signal])
+    for rule, threshold in active_rules(t):
+        if rule.margin is None:
+            continue
+        value = signals[rule.signal]
+        distance, nearest = rule.distance(value, threshold)
         out.append(
-            Borderline(rule, signal, float(signals[signal]), float(nearest), float(distance))
+            Borderline(rule.name, rule.signal, float(value), float(nearest), float(distance))
         )
     return out
 
@@ -159,12 +99,10 @@ def any_borderline(
 ) -> np.ndarray:
     """For many documents at once (signal name -> array of values): whether
     `borderline_rules` of each would be non-empty."""
-    out = np.zeros(len(signals["q_word_count"]), dtype=bool)
-    for rule, signal, kind, threshold in _rules(thresholds):
-        margin = getattr(margins, rule)
-        if margin > 0:
-            distance, _ = _distance(kind, threshold, np.asarray(signals[signal]))
-            out |= np.abs(distance) <= margin
+    out = np.zeros(len(next(iter(signals.values()))), dtype=bool)
+    for rule, threshold, margin in _reviewed(thresholds, margins):
+        distance, _ = rule.distance(np.asarray(signals[rule.signal]), threshold)
+        out |= np.abs(distance) <= margin
     return out
 
 

@@ -17,21 +17,22 @@ import polars as pl
 from llama_assets.base.rejects import Reject
 from llama_assets.curate.language import detect_languages
 from llama_assets.curate.pii import mask_pii, mask_pii_batch
-from llama_assets.curate.quality import (
-    SIGNAL_NAMES,
-    QualityThresholds,
-    quality_failures,
-    quality_signals_frame,
-)
+from llama_assets.curate.quality import quality_signals_frame
 from llama_assets.curate.review import (
-    DEFAULT_MARGINS,
     REJECTED_REASON,
-    ReviewMargins,
     any_borderline,
     borderline_rules,
     review_action,
 )
-from llama_assets.ingest.schema import ValidatedDocuments, split_schema_failures
+from llama_assets.curate.rules import (
+    DEFAULT_MARGINS,
+    SIGNAL_NAMES,
+    QualityThresholds,
+    ReviewMargins,
+    quality_failures,
+)
+from llama_assets.curate.schema import ValidatedDocuments
+from llama_assets.ingest.schema import split_schema_failures
 
 STAGE = "validated_documents"
 
@@ -57,27 +58,6 @@ class ValidationOutcome:
     review: list[dict] = field(default_factory=list)
     """Borderline documents (see curate/review.py), one row each, with their status."""
 
-
-REVIEW_SCHEMA = {
-    "doc_id": pl.String,
-    "source": pl.String,
-    "batch": pl.String,
-    "path": pl.String,
-    "record": pl.Int64,
-    "status": pl.String,
-    "rule": pl.String,
-    "signal": pl.String,
-    "value": pl.Float64,
-    "threshold": pl.Float64,
-    "distance": pl.Float64,
-    "margin": pl.Float64,
-    "rules": pl.String,
-    "failed_rules": pl.String,
-    "text": pl.String,
-}
-"""Columns of the review queue: the closest borderline rule, and all of them.
-status: held (fails narrowly, waits), passed (passes narrowly, flows on),
-approved (held, approved: flows on), rejected (quarantined review:rejected)."""
 
 _STATUS = {("hold", True): "held", ("keep", True): "approved", ("keep", False): "passed"}
 

@@ -1,14 +1,15 @@
-"""Layer 1 of data validation: the schema of every table the data stage writes
-(pandera, polars).
+"""Layer 1 of data validation: the schema of the raw documents table (pandera,
+polars), and the helpers every stage's table schemas use.
 
-The raw table is what the readers produced; the validated table adds what
-curation measured (language, PII counts, quality signals); the clean shards are
-what flows downstream; the review tables are what a person reads. Declaring
-them as pandera models gives one place that says what a column must hold. For
-the raw and validated tables, `split_schema_failures` turns row-level
-violations into quarantined rejects instead of failing the whole batch; the
-clean shards and review tables are built from rows that already passed, so a
-violation there is a bug and fails the asset (`Model.validate` raises).
+A table's schema is declared once, as a pandera model; its column names and
+dtypes, in order, are derived from the model (`column_dtypes`), so the model
+and the frames written cannot disagree. The tables curation writes (validated
+documents, clean shards, the review queue) are declared in curate/schema.py.
+
+`split_schema_failures` turns row-level violations into quarantined rejects
+instead of failing the whole batch; a table built from rows that already
+passed is checked with `Model.validate`, so a violation there is a bug and
+fails the asset.
 """
 
 from __future__ import annotations
@@ -20,27 +21,19 @@ import polars as pl
 from pandera.errors import SchemaErrors
 
 from llama_assets.base.rejects import Reject, make_excerpt
-from llama_assets.curate.quality import SIGNAL_NAMES
 from llama_assets.ingest.readers import SUPPORTED_FORMATS, Document
 
 STAGE = "schema"
 
-RAW_SCHEMA: dict[str, type[pl.DataType]] = {
-    "doc_id": pl.String,
-    "source": pl.String,
-    "batch": pl.String,
-    "path": pl.String,
-    "record": pl.Int64,
-    "title": pl.String,
-    "text": pl.String,
-    "format": pl.String,
-    "messages": pl.String,
-}
-"""Column names and dtypes of the raw documents table, in order."""
-
 
 class SchemaFrameError(ValueError):
     """The frame as a whole does not fit the model (missing column, wrong dtype)."""
+
+
+def column_dtypes(model: type[pa.DataFrameModel]) -> dict[str, pl.DataType]:
+    """The columns `model` declares, in order, with their polars dtypes: what a
+    frame of the table is built with (``pl.DataFrame(..., schema=...)``)."""
+    return {name: column.dtype.type for name, column in model.to_schema().columns.items()}
 
 
 class RawDocuments(pa.DataFrameModel):
@@ -66,43 +59,8 @@ class RawDocuments(pa.DataFrameModel):
         strict = True
 
 
-class ValidatedDocuments(RawDocuments):
-    """Raw documents plus language, PII count and quality signals.
-
-    Not strict: assets may carry further columns (e.g. review flags) along.
-    """
-
-    language: str = pa.Field(str_matches=r"^[a-z]{2,3}$")
-    language_score: float = pa.Field(in_range={"min_value": 0.0, "max_value": 1.0})
-    pii_total: pl.Int64 = pa.Field(ge=0)
-    q_word_count: float = pa.Field(ge=0)
-    q_mean_word_length: float = pa.Field(ge=0)
-    q_hash_word_ratio: float = pa.Field(ge=0)
-    q_ellipsis_word_ratio: float = pa.Field(ge=0)
-    q_bullet_line_fraction: float = pa.Field(in_range={"min_value": 0.0, "max_value": 1.0})
-    q_ellipsis_line_fraction: float = pa.Field(in_range={"min_value": 0.0, "max_value": 1.0})
-    q_alpha_word_fraction: float = pa.Field(in_range={"min_value": 0.0, "max_value": 1.0})
-    q_stop_word_count: float = pa.Field(ge=0)
-    q_terminal_punct_line_fraction: float = pa.Field(in_range={"min_value": 0.0, "max_value": 1.0})
-    q_javascript_line_fraction: float = pa.Field(in_range={"min_value": 0.0, "max_value": 1.0})
-    q_lorem_ipsum: float = pa.Field(isin=[0.0, 1.0])
-    q_curly_brace: float = pa.Field(isin=[0.0, 1.0])
-    q_duplicate_line_fraction: float = pa.Field(in_range={"min_value": 0.0, "max_value": 1.0})
-    q_duplicate_line_char_fraction: float = pa.Field(in_range={"min_value": 0.0, "max_value": 1.0})
-    q_short_line_fraction: float = pa.Field(in_range={"min_value": 0.0, "max_value": 1.0})
-
-    class Config:
-        strict = False
-
-
-VALIDATED_SCHEMA: dict[str, type[pl.DataType]] = {
-    **RAW_SCHEMA,
-    "language": pl.String,
-    "language_score": pl.Float64,
-    "pii_total": pl.Int64,
-    **dict.fromkeys(SIGNAL_NAMES, pl.Float64),
-}
-"""Column names and dtypes the validated model requires, in order."""
+RAW_SCHEMA = column_dtypes(RawDocuments)
+"""Column names and dtypes of the raw documents table, in order."""
 
 
 def documents_frame(docs: Sequence[Document]) -> pl.DataFrame:
@@ -165,56 +123,3 @@ def split_schema_failures(
             )
         )
     return numbered.filter(~is_failing).drop("__row"), rejects
-
-
-class CleanShards(pa.DataFrameModel):
-    """The deduplicated documents every downstream stage reads."""
-
-    doc_id: str = pa.Field(unique=True, str_length={"min_value": 1})
-    source: str = pa.Field(str_length={"min_value": 1})
-    batch: str = pa.Field(str_length={"min_value": 1})
-    path: str = pa.Field(str_length={"min_value": 1})
-    title: str = pa.Field(nullable=True)
-    text: str
-    language: str = pa.Field(str_matches=r"^[a-z]{2,3}$")
-    messages: str = pa.Field(nullable=True)
-
-    @pa.check("text", name="not_blank")
-    def text_not_blank(cls, data: pa.PolarsData) -> pl.LazyFrame:
-        return data.lazyframe.select(pl.col(data.key).str.strip_chars().str.len_chars() > 0)
-
-    class Config:
-        strict = True
-
-
-CLEAN_COLUMNS = ["doc_id", "source", "batch", "path", "title", "text", "language", "messages"]
-"""The clean shards' columns, in order (`CleanShards`)."""
-
-
-class ReviewCandidates(pa.DataFrameModel):
-    """Borderline documents, each with its closest rule (curate/review.py)."""
-
-    doc_id: str = pa.Field(unique=True, str_length={"min_value": 1})
-    source: str
-    batch: str
-    path: str
-    record: pl.Int64 = pa.Field(ge=0)
-    status: str = pa.Field(isin=["held", "passed", "approved", "rejected"])
-    rule: str = pa.Field(str_length={"min_value": 1})
-    signal: str = pa.Field(isin=list(SIGNAL_NAMES))
-    value: float
-    threshold: float
-    distance: float
-    margin: float = pa.Field(gt=0)
-    rules: str = pa.Field(str_length={"min_value": 1})
-    failed_rules: str
-    text: str
-
-    class Config:
-        strict = True
-
-
-class ReviewQueue(ReviewCandidates):
-    """The review queue a person reads: candidates plus the decision on file."""
-
-    decision: str = pa.Field(nullable=True, isin=["approve", "reject"])

@@ -6,13 +6,9 @@ import dataclasses
 
 import pytest
 
-from llama_assets.curate.quality import (
-    SIGNAL_NAMES,
-    QualityThresholds,
-    quality_failures,
-    quality_signals,
-    quality_signals_frame,
-)
+from llama_assets.curate.quality import quality_signals_frame
+from llama_assets.curate.rules import SIGNAL_NAMES, QualityThresholds, quality_failures
+from tests.quality_reference import quality_signals
 
 PROSE = (
     "The with statement is used to wrap the execution of a block with methods defined by a "

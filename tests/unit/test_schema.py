@@ -6,17 +6,17 @@ import polars as pl
 import pytest
 
 from llama_assets.base.rejects import Reject
-from llama_assets.curate.quality import SIGNAL_NAMES, quality_signals
+from llama_assets.curate.rules import SIGNAL_NAMES
+from llama_assets.curate.schema import VALIDATED_SCHEMA, ValidatedDocuments
 from llama_assets.ingest.readers import Document
 from llama_assets.ingest.schema import (
     RAW_SCHEMA,
-    VALIDATED_SCHEMA,
     RawDocuments,
     SchemaFrameError,
-    ValidatedDocuments,
     documents_frame,
     split_schema_failures,
 )
+from tests.quality_reference import quality_signals
 
 
 def _doc(doc_id: str, record: int = 0, text: str = "some text", fmt: str = "jsonl") -> Document:
@@ -139,7 +139,7 @@ def _clean(**overrides) -> pl.DataFrame:
 def test_clean_shards_model_fails_on_any_bad_row() -> None:
     from pandera.errors import SchemaError
 
-    from llama_assets.ingest.schema import CLEAN_COLUMNS, CleanShards
+    from llama_assets.curate.schema import CLEAN_COLUMNS, CleanShards
 
     good = _clean().cast({"title": pl.String, "messages": pl.String})
     assert CleanShards.validate(good).columns == CLEAN_COLUMNS
@@ -158,8 +158,7 @@ def test_clean_shards_model_fails_on_any_bad_row() -> None:
 def test_review_queue_model() -> None:
     from pandera.errors import SchemaError
 
-    from llama_assets.curate.validate import REVIEW_SCHEMA
-    from llama_assets.ingest.schema import ReviewCandidates, ReviewQueue
+    from llama_assets.curate.schema import REVIEW_SCHEMA, ReviewCandidates, ReviewQueue
 
     row = {
         "doc_id": "a",
