@@ -19,18 +19,52 @@ from llama_assets.ingest.schema import (
 from tests.quality_reference import quality_signals
 
 
+RAW_COLUMNS = {
+    "doc_id": pl.String,
+    "source": pl.String,
+    "batch": pl.String,
+    "path": pl.String,
+    "record": pl.Int64,
+    "title": pl.String,
+    "text": pl.String,
+    "format": pl.String,
+    "messages": pl.String,
+}
+"""The raw table's columns and dtypes, in order: a contract of the shard files."""
+
+SIGNAL_COLUMNS = [
+    "q_word_count",
+    "q_mean_word_length",
+    "q_hash_word_ratio",
+    "q_ellipsis_word_ratio",
+    "q_bullet_line_fraction",
+    "q_ellipsis_line_fraction",
+    "q_alpha_word_fraction",
+    "q_stop_word_count",
+    "q_terminal_punct_line_fraction",
+    "q_javascript_line_fraction",
+    "q_lorem_ipsum",
+    "q_curly_brace",
+    "q_duplicate_line_fraction",
+    "q_duplicate_line_char_fraction",
+    "q_short_line_fraction",
+]
+"""The validated table's signal columns, in order."""
+
+
 def _doc(doc_id: str, record: int = 0, text: str = "some text", fmt: str = "jsonl") -> Document:
     return Document(doc_id, "web", "b1", "f.jsonl", record, None, text, fmt)
 
 
 def test_documents_frame_dtypes_including_empty() -> None:
+    assert pl.Schema(RAW_SCHEMA) == pl.Schema(RAW_COLUMNS)
     df = documents_frame([_doc("a"), _doc("b", 1, "other")])
-    assert df.schema == pl.Schema(RAW_SCHEMA)
+    assert df.schema == pl.Schema(RAW_COLUMNS)
     assert df["doc_id"].to_list() == ["a", "b"]
     assert df["record"].to_list() == [0, 1]
     empty = documents_frame([])
     assert empty.height == 0
-    assert empty.schema == pl.Schema(RAW_SCHEMA)
+    assert empty.schema == pl.Schema(RAW_COLUMNS)
     assert split_schema_failures(empty, RawDocuments)[0].height == 0
 
 
@@ -98,7 +132,14 @@ def _validated(rows: int = 2) -> pl.DataFrame:
 def test_validated_model() -> None:
     df = _validated()
     assert df.schema == pl.Schema(VALIDATED_SCHEMA)
-    assert list(VALIDATED_SCHEMA)[-len(SIGNAL_NAMES) :] == list(SIGNAL_NAMES)
+    assert dict(VALIDATED_SCHEMA) == {
+        **RAW_COLUMNS,
+        "language": pl.String,
+        "language_score": pl.Float64,
+        "pii_total": pl.Int64,
+        **dict.fromkeys(SIGNAL_COLUMNS, pl.Float64),
+    }
+    assert list(SIGNAL_NAMES) == SIGNAL_COLUMNS
     passing, rejects = split_schema_failures(df, ValidatedDocuments)
     assert (passing.height, rejects) == (2, [])
     # Extra columns are allowed in the validated table.
@@ -142,7 +183,9 @@ def test_clean_shards_model_fails_on_any_bad_row() -> None:
     from llama_assets.curate.schema import CLEAN_COLUMNS, CleanShards
 
     good = _clean().cast({"title": pl.String, "messages": pl.String})
-    assert CleanShards.validate(good).columns == CLEAN_COLUMNS
+    expected = ["doc_id", "source", "batch", "path", "title", "text", "language", "messages"]
+    assert CLEAN_COLUMNS == expected
+    assert CleanShards.validate(good).columns == expected
     for bad in (
         _clean(text="  "),
         _clean(doc_id="a"),
