@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 import dagster as dg
 import polars as pl
 
+from llama_assets.base.layout import DataLayout
 from llama_assets.base.parallel import map_parts
 from llama_assets.base.shards import (
     CorruptShardError,
@@ -30,38 +32,51 @@ CORRUPT_TABLE = "corrupt_table"
 """Metadata key of the Failure raised on a corrupt table; the repair sensor reads it."""
 
 
-def table_owner(out_dir: Path) -> tuple[str, str] | None:
-    """(asset, partition key) that writes a per-batch table, from its path.
+@dataclass(frozen=True)
+class Table:
+    """A checksummed table and the asset partition that writes it.
 
-    ``<root>/staging/<stage>/<source>/<batch>`` belongs to the asset named
-    ``<stage>``; ``<root>/shards/<source>/<batch>`` to ``clean_shards``.
+    Readers name the owner through its definition (``staged(layout,
+    chunks.key, key)``), so a corrupt table's failure says which asset to
+    rebuild without any map from paths back to assets.
     """
-    parts = Path(out_dir).parts
-    if len(parts) >= 4 and parts[-4] == "staging":
-        return parts[-3], f"{parts[-2]}/{parts[-1]}"
-    if len(parts) >= 3 and parts[-3] == "shards":
-        return "clean_shards", f"{parts[-2]}/{parts[-1]}"
-    return None
+
+    path: Path
+    owner: dg.AssetKey | None = None
+    partition: str | None = None
 
 
-def corrupt_table_failure(error: CorruptShardError, out_dir: Path) -> dg.Failure:
+def staged(
+    layout: DataLayout, owner: dg.AssetKey, partition: str, name: str | None = None
+) -> Table:
+    """The per-batch table `owner` writes: ``staging/<name>/<source>/<batch>/``; the
+    name is the owner's unless it writes more than one table."""
+    return Table(layout.staging(name or owner.to_user_string(), partition), owner, partition)
+
+
+def _table(source: Table | Path) -> Table:
+    return source if isinstance(source, Table) else Table(Path(source))
+
+
+def corrupt_table_failure(error: CorruptShardError, table: Table) -> dg.Failure:
     """A non-retryable Failure naming the table, its owning asset and partition.
 
     Retrying the reader cannot help; rebuilding the owner can, and
     sensors/shard_repair.py requests exactly that from this metadata.
     """
-    owner = table_owner(out_dir)
-    asset, key = owner if owner else ("", "")
+    asset = table.owner.to_user_string() if table.owner else ""
+    key = table.partition or ""
     return dg.Failure(
-        description=f"corrupt table {out_dir}: {'; '.join(error.problems)}. "
+        description=f"corrupt table {table.path}: {'; '.join(error.problems)}. "
         + (
-            f"It is rebuilt by re-materialising {asset} for partition {key} "
-            "(corrupt_table_repair_sensor requests it)."
-            if owner
+            f"It is rebuilt by re-materialising {asset}"
+            + (f" for partition {key}" if key else "")
+            + " (corrupt_table_repair_sensor requests it)."
+            if table.owner
             else "No asset owns it; restore it by hand."
         ),
         metadata={
-            CORRUPT_TABLE: dg.MetadataValue.path(str(out_dir)),
+            CORRUPT_TABLE: dg.MetadataValue.path(str(table.path)),
             "owner_asset": asset,
             "partition": key,
             "problems": dg.MetadataValue.json(list(error.problems)),
@@ -70,29 +85,30 @@ def corrupt_table_failure(error: CorruptShardError, out_dir: Path) -> dg.Failure
     )
 
 
-def write_table(df: pl.DataFrame, out_dir: Path) -> dict:
-    return write_shards(df, out_dir)
+def write_table(df: pl.DataFrame, out: Table | Path) -> dict:
+    return write_shards(df, _table(out).path)
 
 
-def read_table(out_dir: Path, columns: list[str] | None = None) -> pl.DataFrame:
-    if not (out_dir / "manifest.json").exists():
+def read_table(source: Table | Path, columns: list[str] | None = None) -> pl.DataFrame:
+    table = _table(source)
+    if not (table.path / "manifest.json").exists():
         raise dg.Failure(
-            f"{out_dir} has no manifest.json: materialise the upstream partition first"
+            f"{table.path} has no manifest.json: materialise the upstream partition first"
         )
     try:
-        frame = scan_shards(out_dir, verify=True)
+        frame = scan_shards(table.path, verify=True)
     except CorruptShardError as error:
-        raise corrupt_table_failure(error, out_dir) from error
+        raise corrupt_table_failure(error, table) from error
     return (frame.select(columns) if columns else frame).collect()
 
 
-def iter_table(out_dir: Path, columns: list[str] | None = None) -> Iterator[pl.DataFrame]:
+def iter_table(source: Table | Path, columns: list[str] | None = None) -> Iterator[pl.DataFrame]:
     """A table part by part (bounded memory), each part checksummed before it is read."""
-    return map_table(out_dir, _identity, columns=columns, workers=1)
+    return map_table(source, _identity, columns=columns, workers=1)
 
 
 def map_table(
-    out_dir: Path,
+    source: Table | Path,
     fn: Callable[..., R],
     *args: object,
     columns: list[str] | None = None,
@@ -102,16 +118,17 @@ def map_table(
     computed in worker processes (see llama_assets/base/parallel.py; `fn` must be a
     module-level function). A missing or corrupt table raises the same Failure
     as `read_table`."""
-    if not (out_dir / "manifest.json").exists():
+    table = _table(source)
+    if not (table.path / "manifest.json").exists():
         raise dg.Failure(
-            f"{out_dir} has no manifest.json: materialise the upstream partition first"
+            f"{table.path} has no manifest.json: materialise the upstream partition first"
         )
     try:
-        shards = shard_list(out_dir)
-        tasks = [(out_dir, shard, columns) for shard in shards]
+        shards = shard_list(table.path)
+        tasks = [(table.path, shard, columns) for shard in shards]
         yield from map_parts(apply_to_shard, tasks, fn, args, workers=workers)
     except CorruptShardError as error:
-        raise corrupt_table_failure(error, out_dir) from error
+        raise corrupt_table_failure(error, table) from error
 
 
 def _identity(frame: pl.DataFrame) -> pl.DataFrame:

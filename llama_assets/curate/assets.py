@@ -9,7 +9,7 @@ import dagster as dg
 import polars as pl
 
 from llama_assets.base.atomic import atomic_open, atomic_write_json
-from llama_assets.base.layout import split_batch_key
+from llama_assets.base.layout import DataLayout, split_batch_key
 from llama_assets.base.rejects import Reject, write_rejects
 from llama_assets.base.shards import ShardWriter
 from llama_assets.base.sources import drift_baseline_keys, source_policy, sources_file
@@ -33,8 +33,27 @@ from llama_assets.curate.validate import ContentPolicy, validate_documents
 from llama_assets.ingest.assets import raw_documents
 from llama_assets.partitions import batch_partitions, earlier_batch_keys, later_batch_keys
 from llama_assets.policies import DEDUP_POOL, IO_RETRY
-from llama_assets.tables import iter_table, map_table, read_table, table_metadata, write_table
+from llama_assets.tables import (
+    Table,
+    iter_table,
+    map_table,
+    read_table,
+    staged,
+    table_metadata,
+    write_table,
+)
 from resources.storage import LocalDataRoot
+
+
+def review_candidates_table(layout: DataLayout, key: str) -> Table:
+    """Borderline documents of a batch: the second table `validated_documents` writes."""
+    return staged(layout, validated_documents.key, key, "review_candidates")
+
+
+def clean_shards_table(layout: DataLayout, key: str) -> Table:
+    """A batch's clean shards, ``shards/<source>/<batch>/``: the hand-off downstream."""
+    return Table(layout.shards(key), clean_shards.key, key)
+
 
 LATER_DUPLICATES = "later_batches_with_duplicates"
 """clean_shards metadata: later batches that ran first and kept copies of this
@@ -68,15 +87,15 @@ def validated_documents(
     decisions, decision_problems = read_decisions(layout.review_decisions)
     for problem in decision_problems:
         context.log.warning(f"review decision ignored: {problem}")
-    out = layout.staging("validated_documents", key)
+    out = staged(layout, validated_documents.key, key).path
     review: list[dict] = []
     rejects: list[Reject] = []
     counts: dict[str, Counter] = {"reasons": Counter(), "pii": Counter(), "languages": Counter()}
     raw_rows = 0
     # Part by part, in worker processes: memory is bounded by a few parts.
-    raw_dir = layout.staging("raw_documents", key)
+    raw = staged(layout, raw_documents.key, key)
     with ShardWriter(out) as writer:
-        for outcome in map_table(raw_dir, validate_documents, policy, decisions):
+        for outcome in map_table(raw, validate_documents, policy, decisions):
             review.extend(outcome.review)
             raw_rows += outcome.rows
             writer.write(outcome.kept)
@@ -89,7 +108,7 @@ def validated_documents(
     write_rejects(rejects, quarantine)
     # Borderline documents, with what happened to each, for the review_queue asset.
     candidates = ReviewCandidates.validate(pl.DataFrame(review, schema=REVIEW_SCHEMA))
-    write_table(candidates, layout.staging("review_candidates", key))
+    write_table(candidates, review_candidates_table(layout, key))
     statuses = Counter(r["status"] for r in review)
     seconds = time.perf_counter() - started
     return dg.MaterializeResult(
@@ -123,7 +142,7 @@ def validated_documents(
 )
 def review_queue(context: dg.AssetExecutionContext, storage: LocalDataRoot) -> dg.MaterializeResult:
     layout, key = storage.layout, context.partition_key
-    queue = read_table(layout.staging("review_candidates", key))
+    queue = read_table(review_candidates_table(layout, key))
     decisions, _ = read_decisions(layout.review_decisions)
     queue = queue.with_columns(
         pl.col("doc_id")
@@ -178,7 +197,7 @@ def corpus_profile(
     layout, key = storage.layout, context.partition_key
     source, _ = split_batch_key(key)
     accumulator = ProfileAccumulator()
-    for part in iter_table(layout.staging("validated_documents", key)):
+    for part in iter_table(staged(layout, validated_documents.key, key)):
         accumulator.add(part)
     profile = accumulator.result()
     policy = source_policy(source, sources_file(layout.sources_config))
@@ -243,10 +262,10 @@ def clean_shards(context: dg.AssetExecutionContext, storage: LocalDataRoot) -> d
     index = DedupIndex(layout.dedup_index)
     stats = DedupStats()
     removed: list[Reject] = []
-    out = layout.shards(key)
+    out = clean_shards_table(layout, key).path
     # Part by part against the persistent index: memory is bounded by a few
     # parts. Their MinHash signatures are computed in worker processes.
-    parts = map_table(layout.staging("validated_documents", key), fingerprint_part)
+    parts = map_table(staged(layout, validated_documents.key, key), fingerprint_part)
     with ShardWriter(out) as writer:
         for part, kept in deduplicate_batch(parts, index, key, earlier, stats, later):
             before = len(stats.decisions) - (part.height - kept.height)

@@ -15,6 +15,7 @@ from llama_assets.retrieval.assets import rag_index
 from llama_assets.retrieval.evaluation import evaluate_index, retrieval_metadata
 from llama_assets.tables import read_table
 from llama_assets.training.assets import (
+    dataset_split,
     finetuned_checkpoint,
     read_dataset_manifest,
     training_dataset,
@@ -69,7 +70,7 @@ def eval_report(
     started = time.perf_counter()
 
     base, finetuned, tokenizer = load_checkpoint(variant, checkpoint, dev)
-    texts = read_table(layout.training_dataset / "validation", ["text"])["text"].to_list()
+    texts = read_table(dataset_split(layout, "validation"), ["text"])["text"].to_list()
     blocks = pack(tokenizer, texts, state["config"]["seq_len"])[:MAX_VALIDATION_BLOCKS]
     if blocks.shape[0] == 0:
         raise dg.Failure("the validation split packs into no block: ingest more text")

@@ -14,7 +14,7 @@ from llama_assets.ingest.coalesce import LANDING_FINGERPRINT, landing_fingerprin
 from llama_assets.ingest.schema import RAW_SCHEMA
 from llama_assets.partitions import batch_partitions
 from llama_assets.policies import IO_RETRY
-from llama_assets.tables import table_metadata
+from llama_assets.tables import staged, table_metadata
 from resources.storage import LocalDataRoot
 
 REJECT_RATE_CHECK = "reject_rate_within_limit"
@@ -50,7 +50,7 @@ def raw_documents(context: dg.AssetExecutionContext, storage: LocalDataRoot):
     started = time.perf_counter()
     # Taken before reading, so a file that lands mid-run makes reconciliation re-ingest.
     fingerprint = landing_fingerprint(landing)
-    out = layout.staging("raw_documents", key)
+    out = staged(layout, raw_documents.key, key).path
     with ShardWriter(out, schema=RAW_SCHEMA) as writer:
         loaded = stream_batch(landing, source, batch, writer.write)
     manifest = writer.manifest

@@ -7,7 +7,7 @@ import numpy as np
 import polars as pl
 
 from llama_assets.base.layout import split_batch_key
-from llama_assets.curate.assets import clean_shards
+from llama_assets.curate.assets import clean_shards, clean_shards_table
 from llama_assets.partitions import BATCHES, batch_partitions
 from llama_assets.policies import GPU_OP_TAGS, GPU_POOL, IO_RETRY
 from llama_assets.retrieval.chunking import (
@@ -19,7 +19,7 @@ from llama_assets.retrieval.chunking import (
 )
 from llama_assets.retrieval.embedding_cache import EmbeddingCache, EmbedResult, embed_with_cache
 from llama_assets.retrieval.index import maintain_indexes, remove_batches, upsert_batch
-from llama_assets.tables import read_table, table_metadata, write_table
+from llama_assets.tables import read_table, staged, table_metadata, write_table
 from resources.embedder import EmbedderResource
 from resources.storage import LocalDataRoot
 from resources.vector_store import LanceDBResource
@@ -87,12 +87,12 @@ def chunks(
     context: dg.AssetExecutionContext, storage: LocalDataRoot, embedder: EmbedderResource
 ) -> dg.MaterializeResult:
     layout, key = storage.layout, context.partition_key
-    docs = read_table(layout.shards(key))
+    docs = read_table(clean_shards_table(layout, key))
     started = time.perf_counter()
     max_tokens = min(DEFAULT_MAX_TOKENS, embedder.max_tokens)
     frame = chunk_frame(docs, hf_token_offsets(embedder.tokenizer()), max_tokens)
     seconds = time.perf_counter() - started
-    out = layout.staging("chunks", key)
+    out = staged(layout, chunks.key, key).path
     manifest = write_table(frame, out)
     tokens = frame["tokens"] if frame.height else pl.Series([0])
     return dg.MaterializeResult(
@@ -133,7 +133,7 @@ def embeddings(
     context: dg.AssetExecutionContext, storage: LocalDataRoot, embedder: EmbedderResource
 ) -> dg.MaterializeResult:
     layout, key = storage.layout, context.partition_key
-    frame = read_table(layout.staging("chunks", key), ["chunk_id", "text"])
+    frame = read_table(staged(layout, chunks.key, key), ["chunk_id", "text"])
     started = time.perf_counter()
     vectors, result = embed_chunks(frame["text"].to_list(), embedder, layout.embedding_cache)
     seconds = time.perf_counter() - started
@@ -141,7 +141,7 @@ def embeddings(
         {"chunk_id": frame["chunk_id"], "vector": vectors},
         schema={"chunk_id": pl.String, "vector": pl.Array(pl.Float32, vectors.shape[1])},
     )
-    out = layout.staging("embeddings", key)
+    out = staged(layout, embeddings.key, key).path
     manifest = write_table(table, out)
     return dg.MaterializeResult(
         metadata={
@@ -181,8 +181,8 @@ def rag_index(
 ) -> dg.MaterializeResult:
     layout, key = storage.layout, context.partition_key
     source, batch = split_batch_key(key)
-    frame = read_table(layout.staging("chunks", key)).join(
-        read_table(layout.staging("embeddings", key)), on="chunk_id", how="inner"
+    frame = read_table(staged(layout, chunks.key, key)).join(
+        read_table(staged(layout, embeddings.key, key)), on="chunk_id", how="inner"
     )
     dim = frame["vector"].dtype.size if frame.height else 384
     table = vector_store.chunks_table(dim)

@@ -13,7 +13,7 @@ from llama_assets.curate.embedding_drift import EmbeddingSummary, pool_summaries
 from llama_assets.curate.embedding_drift import embedding_drift as compare_embeddings
 from llama_assets.partitions import batch_partitions, earlier_batch_keys
 from llama_assets.retrieval.assets import embeddings
-from llama_assets.tables import read_table
+from llama_assets.tables import read_table, staged
 from resources.storage import LocalDataRoot
 
 
@@ -32,7 +32,7 @@ def embedding_drift(
 ) -> dg.MaterializeResult:
     layout, key = storage.layout, context.partition_key
     source, _ = split_batch_key(key)
-    table = read_table(layout.staging("embeddings", key), ["chunk_id", "vector"])
+    table = read_table(staged(layout, embeddings.key, key), ["chunk_id", "vector"])
     vectors = table["vector"].to_numpy().astype(np.float32) if table.height else np.zeros((0, 1))
     summary = EmbeddingSummary.of(table["chunk_id"].to_list(), vectors)
     summary.save(layout.embedding_summary(key))

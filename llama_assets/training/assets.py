@@ -10,10 +10,11 @@ import polars as pl
 import pydantic
 
 from llama_assets.base.atomic import atomic_write_json
-from llama_assets.curate.assets import clean_shards
+from llama_assets.base.layout import DataLayout
+from llama_assets.curate.assets import clean_shards, clean_shards_table
 from llama_assets.partitions import variant_partitions
 from llama_assets.policies import GPU_OP_TAGS, GPU_POOL, GPU_RETRY, IO_RETRY
-from llama_assets.tables import manifest_digest, read_table, table_metadata, write_table
+from llama_assets.tables import Table, manifest_digest, read_table, table_metadata, write_table
 from llama_assets.training.checkpointer import MERGED_DIR, read_trainer_state
 from llama_assets.training.config import TrainConfig
 from llama_assets.training.dataset import split_of, with_messages
@@ -26,6 +27,11 @@ from resources.device import DeviceResource
 from resources.storage import LocalDataRoot
 
 VALIDATION_FRACTION = 0.1
+
+
+def dataset_split(layout: DataLayout, split: str) -> Table:
+    """The snapshot's ``train`` or ``validation`` table, written by `training_dataset`."""
+    return Table(layout.training_dataset / split, training_dataset.key)
 
 
 def read_dataset_manifest(storage: LocalDataRoot) -> dict:
@@ -50,7 +56,8 @@ def training_dataset(
     shard_dirs = sorted(p.parent for p in layout.shards_root.glob("*/*/manifest.json"))
     if not shard_dirs:
         raise dg.Failure(f"no clean shards under {layout.shards_root}: run the batch assets first")
-    docs = pl.concat([with_messages(read_table(d)) for d in shard_dirs])
+    keys = [str(d.relative_to(layout.shards_root)) for d in shard_dirs]
+    docs = pl.concat([with_messages(read_table(clean_shards_table(layout, k))) for k in keys])
     docs = docs.sort("doc_id").with_columns(
         pl.col("doc_id")
         .map_elements(lambda d: split_of(d, VALIDATION_FRACTION), return_dtype=pl.String)
@@ -66,7 +73,7 @@ def training_dataset(
     data_version = hashlib.sha256(repr(sorted(sources.items())).encode()).hexdigest()[:16]
     metadata = {}
     for split in ("train", "validation"):
-        out = layout.training_dataset / split
+        out = dataset_split(layout, split).path
         manifest = write_table(docs.filter(pl.col("split") == split).drop("split"), out)
         metadata.update({f"{split}_{k}": v for k, v in table_metadata(manifest, out).items()})
     atomic_write_json(
@@ -137,7 +144,7 @@ def finetuned_checkpoint(
     variant = get_variant(context.partition_key)
     cfg = config.apply(variant.train)
     dataset = read_dataset_manifest(storage)
-    train = with_messages(read_table(layout.training_dataset / "train"))
+    train = with_messages(read_table(dataset_split(layout, "train")))
     texts, messages = train["text"].to_list(), train["messages"].to_list()
     instruction_docs = sum(m is not None for m in messages)
     dev = device.device()

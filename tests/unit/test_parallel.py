@@ -10,8 +10,9 @@ import pytest
 
 from llama_assets.base.parallel import WORKERS_ENV, cpu_workers, map_parts
 from llama_assets.base.shards import write_shards
+from llama_assets.curate.assets import validated_documents
 from llama_assets.curate.clean import fingerprint_part
-from llama_assets.tables import CORRUPT_TABLE, map_table
+from llama_assets.tables import CORRUPT_TABLE, Table, map_table
 
 
 def _square_sum(frame: pl.DataFrame, offset: int) -> int:
@@ -45,10 +46,17 @@ def test_a_worker_exception_reaches_the_caller() -> None:
 
 def test_a_corrupt_part_read_in_a_worker_names_its_owner(table) -> None:
     (table / "part-00003.parquet").write_bytes(b"garbage")
+    # The reader names the owner through its definition, as the assets do.
+    owned = Table(table, validated_documents.key, "src/b1")
     with pytest.raises(dg.Failure) as failure:
-        list(map_table(table, _square_sum, 0, workers=2))
+        list(map_table(owned, _square_sum, 0, workers=2))
     assert failure.value.metadata[CORRUPT_TABLE].path == str(table)
     assert failure.value.metadata["owner_asset"].text == "validated_documents"
+    assert failure.value.metadata["partition"].text == "src/b1"
+    # A bare path names no owner: nothing is guessed from where it lies.
+    with pytest.raises(dg.Failure) as failure:
+        list(map_table(table, _square_sum, 0, workers=2))
+    assert failure.value.metadata["owner_asset"].text == ""
 
 
 def test_fingerprints_from_workers_equal_in_process_ones(tmp_path) -> None:

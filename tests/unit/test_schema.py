@@ -18,7 +18,6 @@ from llama_assets.ingest.schema import (
 )
 from tests.quality_reference import quality_signals
 
-
 RAW_COLUMNS = {
     "doc_id": pl.String,
     "source": pl.String,
@@ -184,7 +183,7 @@ def test_clean_shards_model_fails_on_any_bad_row() -> None:
 
     good = _clean().cast({"title": pl.String, "messages": pl.String})
     expected = ["doc_id", "source", "batch", "path", "title", "text", "language", "messages"]
-    assert CLEAN_COLUMNS == expected
+    assert expected == CLEAN_COLUMNS
     assert CleanShards.validate(good).columns == expected
     for bad in (
         _clean(text="  "),
