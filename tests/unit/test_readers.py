@@ -12,17 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from llama_assets.base.rejects import Reject, make_excerpt, write_rejects
-from llama_assets.ingest import readers
-from llama_assets.ingest.readers import (
-    MAX_DOCUMENT_CHARS,
-    Document,
-    clean_text,
-    decode_bytes,
-    decode_line,
-    html_to_text,
-    iter_batch,
-    make_doc_id,
-)
+from llama_assets.ingest import encoding, readers
+from llama_assets.ingest.encoding import decode_bytes, decode_line
+from llama_assets.ingest.html_text import html_to_text
+from llama_assets.ingest.readers import MAX_DOCUMENT_CHARS, Document, iter_batch, make_doc_id
+from llama_assets.ingest.readers.base import clean_text
 
 HTML_PAGE = """<!DOCTYPE html>
 <html><head><title>The  Page
@@ -193,11 +187,11 @@ def test_rejects_have_exact_reasons(batch_dir: Path) -> None:
 
 
 def test_looks_binary() -> None:
-    assert readers.looks_binary(b"text\x00more")
-    assert readers.looks_binary(b"\x01\x02\x03abcd")  # 3 of 7 bytes are control chars
-    assert not readers.looks_binary(b"\x01\x02abcdefgh")  # 2 of 10
-    assert not readers.looks_binary("text".encode("utf-16"))  # NULs of UTF-16 are fine
-    assert not readers.looks_binary(b"")
+    assert encoding.looks_binary(b"text\x00more")
+    assert encoding.looks_binary(b"\x01\x02\x03abcd")  # 3 of 7 bytes are control chars
+    assert not encoding.looks_binary(b"\x01\x02abcdefgh")  # 2 of 10
+    assert not encoding.looks_binary("text".encode("utf-16"))  # NULs of UTF-16 are fine
+    assert not encoding.looks_binary(b"")
 
 
 def test_iteration_is_deterministic_and_lazy(batch_dir: Path) -> None:
