@@ -381,3 +381,22 @@ def test_damaged_utf16_is_rejected_per_record(tmp_path: Path) -> None:
         ("u16.jsonl", 2, "drei"),
         ("u16.txt", None, ("invalid_utf16", "Grüße\\x21")),
     ]
+
+
+def test_registry_picks_one_reader_per_format(tmp_path: Path) -> None:
+    assert tuple(readers.READERS) == readers.SUPPORTED_FORMATS
+
+    def picked(name: str) -> tuple | None:
+        reader = readers.reader_for(tmp_path / name, "s", "b", name)
+        return (
+            None if reader is None else (type(reader).__name__, reader.format, reader.compression)
+        )
+
+    assert picked("A.JSONL.ZST") == ("JsonlReader", "jsonl", "zstd")
+    assert picked("a.json") == ("JsonReader", "json", None)
+    assert picked("page.htm.gz") == ("HtmlReader", "htm", "gzip")
+    assert picked("notes.md.zstd") == ("TextReader", "md", "zstd")
+    assert picked("t.parquet") == ("ParquetReader", "parquet", None)
+    assert picked("rows.csv") == ("CsvReader", "csv", None)
+    assert picked("scan.pdf") is None
+    assert picked("archive.gz") is None
