@@ -17,22 +17,23 @@ Decision (issue 9, point 7: keep a faster re-implementation only if it makes
 the whole data stage at least 2x faster). Until this change `detect_languages`
 ran a numpy re-implementation of fastText's predict (`curate/fasttext_model.py`,
 which cached each distinct token's n-gram sum). `benchmarks/language_id.py`
-measured both (figures in `benchmarks/results/language_id.md`; 2 workers on a
-shared 2-core machine, load average 4-7, so CPU time is given beside wall time):
+measured both (figures in `benchmarks/results/language_id.md`, 2 workers on a
+shared 2-core machine at load average about 2.4; CPU time beside wall time):
 - labels: identical (0 mismatches on 25,084 texts; confidences within 1e-4);
-- the step alone, in the worker pool, on the data-stage corpus: 86 us of CPU a
-  document for numpy against 194 for fastText (2.3x; 45 against 207 us once
+- the step alone, in the worker pool, on the data-stage corpus: 92 us of CPU a
+  document for numpy against 181 for fastText (2.0x; 47 against 170 us once
   numpy's token cache is warm); on the sample corpus's 84 documents fastText is
-  the faster (304 against 486 us: the cache never warms on a small batch);
-- the whole data stage (`benchmarks/data_stage.py`, 100,000 documents, the two
-  alternating in the same rounds): 2,350 docs/s with numpy against 1,384 with
-  fastText, 1.70x (CPU time 36.4 against 54.8 s, 1.51x); at 25,000 documents
-  1.26x (CPU 1.22x).
+  the faster (369 against 605 us: the cache never warms on a small batch);
+- the whole data stage (`benchmarks/data_stage.py`'s run, 100,000 documents,
+  the two alternating in the same rounds): 5,253 docs/s with numpy against
+  3,960 with fastText, 1.33x (CPU time 36.4 against 48.7 s, 1.34x); 1.22x at
+  25,000 documents; 1.70x (CPU 1.51x) in a run under load average 4-7
+  (`language_id_loaded.md`).
 Under 2x, so the re-implementation and its tests were deleted. fastText's list
 form (`predict([...])`, C++ `multilinePredict`) is not used: in
 fasttext-predict 0.9.2.4 it returns labels without probabilities (its Python
-wrapper then fails to unpack them), and it saves nothing measurable (195 against
-194 us of CPU a document).
+wrapper then fails to unpack them), and it saves little (174 against 181 us of
+CPU a document).
 """
 
 from __future__ import annotations
