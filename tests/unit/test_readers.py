@@ -12,17 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from llama_assets.base.rejects import Reject, make_excerpt, write_rejects
-from llama_assets.ingest import readers
-from llama_assets.ingest.readers import (
-    MAX_DOCUMENT_CHARS,
-    Document,
-    clean_text,
-    decode_bytes,
-    decode_line,
-    html_to_text,
-    iter_batch,
-    make_doc_id,
-)
+from llama_assets.ingest import encoding, readers
+from llama_assets.ingest.encoding import decode_bytes, decode_line
+from llama_assets.ingest.html_text import html_to_text
+from llama_assets.ingest.readers import MAX_DOCUMENT_CHARS, Document, iter_batch, make_doc_id
+from llama_assets.ingest.readers.base import clean_text
 
 HTML_PAGE = """<!DOCTYPE html>
 <html><head><title>The  Page
@@ -193,11 +187,11 @@ def test_rejects_have_exact_reasons(batch_dir: Path) -> None:
 
 
 def test_looks_binary() -> None:
-    assert readers.looks_binary(b"text\x00more")
-    assert readers.looks_binary(b"\x01\x02\x03abcd")  # 3 of 7 bytes are control chars
-    assert not readers.looks_binary(b"\x01\x02abcdefgh")  # 2 of 10
-    assert not readers.looks_binary("text".encode("utf-16"))  # NULs of UTF-16 are fine
-    assert not readers.looks_binary(b"")
+    assert encoding.looks_binary(b"text\x00more")
+    assert encoding.looks_binary(b"\x01\x02\x03abcd")  # 3 of 7 bytes are control chars
+    assert not encoding.looks_binary(b"\x01\x02abcdefgh")  # 2 of 10
+    assert not encoding.looks_binary("text".encode("utf-16"))  # NULs of UTF-16 are fine
+    assert not encoding.looks_binary(b"")
 
 
 def test_iteration_is_deterministic_and_lazy(batch_dir: Path) -> None:
@@ -387,3 +381,22 @@ def test_damaged_utf16_is_rejected_per_record(tmp_path: Path) -> None:
         ("u16.jsonl", 2, "drei"),
         ("u16.txt", None, ("invalid_utf16", "Grüße\\x21")),
     ]
+
+
+def test_registry_picks_one_reader_per_format(tmp_path: Path) -> None:
+    assert tuple(readers.READERS) == readers.SUPPORTED_FORMATS
+
+    def picked(name: str) -> tuple | None:
+        reader = readers.reader_for(tmp_path / name, "s", "b", name)
+        return (
+            None if reader is None else (type(reader).__name__, reader.format, reader.compression)
+        )
+
+    assert picked("A.JSONL.ZST") == ("JsonlReader", "jsonl", "zstd")
+    assert picked("a.json") == ("JsonReader", "json", None)
+    assert picked("page.htm.gz") == ("HtmlReader", "htm", "gzip")
+    assert picked("notes.md.zstd") == ("TextReader", "md", "zstd")
+    assert picked("t.parquet") == ("ParquetReader", "parquet", None)
+    assert picked("rows.csv") == ("CsvReader", "csv", None)
+    assert picked("scan.pdf") is None
+    assert picked("archive.gz") is None
