@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 from dagster._core.events import DagsterEventType
 
-from llama_assets.ingest.landing import landing_batch_keys
+from llama_assets.ingest.landing import scan_landing
 from llama_assets.jobs import ALL_ASSETS, JOBS, asset_graph, job_for
 from llama_assets.partitions import BATCHES, batch_partitions, variant_partitions
 from llama_assets.staleness import Staleness, find_stale
@@ -96,7 +96,10 @@ class Runner:
         """Register every landing batch that is not a partition yet (as the sensor does)."""
         layout = self.resources["storage"].layout
         known = set(self.instance.get_dynamic_partitions(BATCHES))
-        new = [k for k in landing_batch_keys(layout.landing) if k not in known]
+        scan = scan_landing(layout.landing)
+        for problem in scan.problems:
+            self.echo(f"skipped in the landing zone: {problem}")
+        new = [k for k in scan.keys if k not in known]
         if new:
             self.instance.add_dynamic_partitions(BATCHES, new)
         return new

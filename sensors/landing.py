@@ -16,7 +16,7 @@ from llama_assets.ingest.coalesce import (
     merge_batches,
     plan_coalescing,
 )
-from llama_assets.ingest.landing import landing_batch_keys
+from llama_assets.ingest.landing import scan_landing
 from llama_assets.jobs import batch_job
 from llama_assets.partitions import BATCHES, batch_partitions
 from resources.storage import LocalDataRoot
@@ -33,9 +33,16 @@ from resources.storage import LocalDataRoot
 def landing_zone_sensor(context: dg.SensorEvaluationContext, storage: LocalDataRoot):
     landing = storage.layout.landing
     known = set(context.instance.get_dynamic_partitions(BATCHES))
-    new = [describe_batch(landing, k) for k in landing_batch_keys(landing) if k not in known]
+    scan = scan_landing(landing)
+    for problem in scan.problems:
+        # Skipped, never fatal: the batches after a bad folder still run.
+        context.log.warning(f"landing zone: {problem}")
+    new = [describe_batch(landing, k) for k in scan.keys if k not in known]
     if not new:
-        return dg.SkipReason("no new batch in the landing zone")
+        return dg.SkipReason(
+            "no new batch in the landing zone"
+            + (f" ({len(scan.problems)} entries skipped)" if scan.problems else "")
+        )
     plan = plan_coalescing(new, time.time(), CoalesceSettings.from_env())
     keys = []
     for group in plan.ready:

@@ -14,11 +14,12 @@ from pathlib import Path
 
 # A source or batch name is one path segment of safe characters; the
 # partition key joins them as ``<source>/<batch>``.
-_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def check_segment(value: str, what: str) -> str:
-    if not _SEGMENT.match(value) or ".." in value:
+    # fullmatch: `$` in `match` would accept a trailing newline.
+    if not isinstance(value, str) or not _SEGMENT.fullmatch(value) or ".." in value:
         raise ValueError(
             f"invalid {what} name {value!r}: use letters, digits, '.', '_' or '-', "
             "starting with a letter or digit (at most 128 characters)"

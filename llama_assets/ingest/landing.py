@@ -2,11 +2,18 @@
 
 Files are copied into a hidden temporary folder and renamed into place, so the
 sensor (which ignores hidden folders) never sees a half-copied batch.
+
+Anyone may drop folders here, so the scan trusts nothing it finds: a folder
+whose name is not a valid source or batch name, or a symlink in place of a
+folder, is reported as a `LandingProblem` and left alone, and every other
+batch goes on (one bad folder must never stop the batches after it). Links are
+never followed: they could lead anywhere on the machine.
 """
 
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,18 +21,72 @@ from llama_assets.base.atomic import staged_dir
 from llama_assets.base.layout import batch_key, check_segment
 
 
+@dataclass(frozen=True)
+class LandingProblem:
+    """A landing-zone entry that is not read, and why (a sentence with the fix)."""
+
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class LandingScan:
+    keys: list[str]
+    """Every complete batch, in arrival order (batch name, then source)."""
+    problems: list[LandingProblem]
+
+
+def scan_landing(landing: Path) -> LandingScan:
+    """The landing zone's batches, and the entries skipped with their reasons."""
+    if not landing.is_dir():
+        return LandingScan([], [])
+    found: list[tuple[str, str]] = []
+    problems: list[LandingProblem] = []
+    for source in sorted(_entries(landing), key=lambda p: p.name):
+        if _problem(source, "source", problems):
+            continue
+        for batch in sorted(_entries(source), key=lambda p: p.name):
+            if not _problem(batch, "batch", problems):
+                found.append((batch.name, source.name))
+    return LandingScan([batch_key(source, batch) for batch, source in sorted(found)], problems)
+
+
 def landing_batch_keys(landing: Path) -> list[str]:
     """Every complete batch, in arrival order (batch name, then source)."""
-    if not landing.is_dir():
-        return []
-    found = [
-        (batch.name, source.name)
-        for source in landing.iterdir()
-        if source.is_dir() and not source.name.startswith(".")
-        for batch in source.iterdir()
-        if batch.is_dir() and not batch.name.startswith(".")
+    return scan_landing(landing).keys
+
+
+def _entries(folder: Path) -> list[Path]:
+    """Entries of `folder` that could be a source or a batch (hidden ones are
+    staging folders or markers; plain files at this level are not batches)."""
+    return [
+        p
+        for p in folder.iterdir()
+        if not p.name.startswith(".") and (p.is_symlink() or p.is_dir())
     ]
-    return [batch_key(source, batch) for batch, source in sorted(found)]
+
+
+def _problem(entry: Path, what: str, problems: list[LandingProblem]) -> bool:
+    shown = repr(entry.name)[1:-1]  # control characters made visible
+    if entry.is_symlink():
+        problems.append(
+            LandingProblem(
+                f"{entry.parent.name}/{shown}" if what == "batch" else shown,
+                f"a symlink in place of a {what} folder is never followed; "
+                "copy the files in with `llama-platform ingest` instead",
+            )
+        )
+        return True
+    try:
+        check_segment(entry.name, what)
+    except ValueError as exc:
+        where = f"{entry.parent.name}/{shown}" if what == "batch" else shown
+        problems.append(LandingProblem(where, f"{exc}; rename the folder to be read"))
+        return True
+    return False
 
 
 def new_batch_name() -> str:
@@ -42,8 +103,10 @@ def add_to_landing(path: Path, landing: Path, source: str, batch: str | None = N
     if final.exists():
         raise FileExistsError(f"batch {source}/{batch} is already in the landing zone: {final}")
     with staged_dir(final) as staged:
-        if path.is_dir():
-            shutil.copytree(path, staged, dirs_exist_ok=True)
+        # Links are copied as links, never followed: the readers reject them, so
+        # a link to /etc/shadow inside a folder cannot carry its target in.
+        if path.is_dir() and not path.is_symlink():
+            shutil.copytree(path, staged, symlinks=True, dirs_exist_ok=True)
         else:
-            shutil.copy2(path, staged / path.name)
+            shutil.copy2(path, staged / path.name, follow_symlinks=False)
     return batch_key(source, batch)

@@ -25,6 +25,7 @@ Adding a format: subclass `FileReader` in its own module, implement
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -89,9 +90,16 @@ def iter_batch(batch_dir: Path, source: str, batch: str) -> Iterator[Document | 
     folders whose name starts with "." or "_" (`.DS_Store`, `_SUCCESS`, ...) are
     skipped as markers. Files with unsupported suffixes are rejected as
     "unsupported_format", names that are not valid UTF-8 as "invalid_file_name".
+    Symlinks are never followed ("symlink_not_followed": a link could lead to any
+    file on the machine), and FIFOs, sockets and devices are never opened
+    ("not_a_regular_file": reading a FIFO blocks forever).
     """
     batch_dir = Path(batch_dir)
-    for rel in _list_files(batch_dir):
+    for rel, problem in _list_files(batch_dir):
+        if problem is not None:
+            shown = rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            yield Reject(source, batch, shown, None, STAGE, problem, make_excerpt(shown))
+            continue
         try:
             rel.encode("utf-8")
         except UnicodeEncodeError:
@@ -130,13 +138,27 @@ def _split_suffix(name: str) -> tuple[str | None, str | None]:
     return None, compression
 
 
-def _list_files(batch_dir: Path) -> list[str]:
-    """Relative posix paths of the batch's files, sorted, markers skipped."""
-    found: list[str] = []
+def _list_files(batch_dir: Path) -> list[tuple[str, str | None]]:
+    """Relative posix paths of the batch's entries to read, sorted, markers
+    skipped; each with the reason it is not read (None for a regular file)."""
+    found: list[tuple[str, str | None]] = []
+    # os.walk never descends into a linked folder; it still lists it in `dirs`.
     for root, dirs, files in os.walk(batch_dir):
         dirs[:] = [d for d in dirs if not d.startswith((".", "_"))]
-        for name in files:
+        linked = [d for d in dirs if (Path(root) / d).is_symlink()]
+        dirs[:] = [d for d in dirs if d not in linked]
+        for name in [*files, *linked]:
             if name.startswith((".", "_")):
                 continue
-            found.append((Path(root) / name).relative_to(batch_dir).as_posix())
+            path = Path(root) / name
+            found.append((path.relative_to(batch_dir).as_posix(), _not_readable(path)))
     return sorted(found)
+
+
+def _not_readable(path: Path) -> str | None:
+    mode = os.lstat(path).st_mode
+    if stat.S_ISLNK(mode):
+        return "symlink_not_followed"
+    if not stat.S_ISREG(mode):
+        return "not_a_regular_file"
+    return None
