@@ -32,7 +32,7 @@ test: install
 	$(BIN)/python -m pytest
 
 ui: install
-	@$(BIN)/python -c "from llama_assets.base.settings import ensure_dagster_home; ensure_dagster_home()"
+	@$(BIN)/python -c "from llama_assets.instance import open_instance; open_instance()"
 	@echo "Dagster UI on http://127.0.0.1:3000 (instance: $(DAGSTER_HOME))"
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import click
 
 # The embedded default must be in place before Dagster reads its environment.
-from llama_assets.base.settings import SAMPLE_DATA, dagster_home, data_root, ensure_dagster_home
+from llama_assets.base.settings import SAMPLE_DATA, dagster_home, data_root
 
 SAMPLE_SOURCE = "python-docs"
 DEFAULT_VARIANTS = ("tiny",)
@@ -38,10 +38,9 @@ class ExpectedStop(click.ClickException):
 
 
 def _instance():
-    import dagster as dg
+    from llama_assets.instance import open_instance
 
-    ensure_dagster_home()
-    return dg.DagsterInstance.get()
+    return open_instance()
 
 
 def _resources() -> dict:

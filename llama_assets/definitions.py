@@ -12,6 +12,7 @@ from resources.device import DeviceResource
 from resources.embedder import EmbedderResource
 from resources.storage import LocalDataRoot
 from resources.vector_store import LanceDBResource
+from sensors.dead_runs import dead_run_sensor
 from sensors.dedup_order import dedup_order_sensor
 from sensors.drift import drift_sensor
 from sensors.freshness import freshness_sensor, with_freshness_policies
@@ -45,6 +46,7 @@ defs = dg.Definitions(
     jobs=[batch_job, dataset_job, model_job],
     schedules=[landing_reconciliation],
     sensors=[
+        dead_run_sensor,
         corrupt_table_repair_sensor,
         landing_zone_sensor,
         freshness_sensor,

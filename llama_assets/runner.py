@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 from dagster._core.events import DagsterEventType
 
+from llama_assets.dead_runs import reap_dead_runs, run_tags
 from llama_assets.ingest.landing import scan_landing
 from llama_assets.jobs import ALL_ASSETS, JOBS, asset_graph, job_for
 from llama_assets.partitions import BATCHES, batch_partitions, variant_partitions
@@ -54,6 +55,7 @@ FOLLOWED = {
     DagsterEventType.STEP_SUCCESS,
     DagsterEventType.STEP_FAILURE,
     DagsterEventType.ASSET_MATERIALIZATION,
+    DagsterEventType.ENGINE_EVENT,
 }
 POLL_SECONDS = 0.3
 QUIET_SECONDS = 10.0
@@ -103,6 +105,14 @@ class Runner:
         if new:
             self.instance.add_dynamic_partitions(BATCHES, new)
         return new
+
+    def reap(self) -> None:
+        """Fail the runs whose process died, so their pool slots are free again."""
+        for dead in reap_dead_runs(self.instance):
+            self.echo(
+                f"run {dead.run_id[:8]} (pid {dead.pid}) had died; marked failed and its "
+                "pool slots given back"
+            )
 
     def materialized(self, asset: dg.AssetsDefinition) -> set[str]:
         return set(self.instance.get_materialized_partitions(asset.key))
@@ -157,6 +167,7 @@ class Runner:
                 partition_key=run.partition,
                 asset_selection=list(run.assets),
                 run_id=run_id,
+                tags=run_tags(),
                 raise_on_error=False,
             )
         finally:
@@ -176,6 +187,7 @@ class Runner:
         """Re-materialise every batch asset of each of `keys` (a backfill)."""
         graph = asset_graph()
         batch_assets = tuple(k for k in graph.toposorted_asset_keys if _batch_asset(graph, k))
+        self.reap()
         for i, key in enumerate(keys, 1):
             self.echo(f"batch {i}/{len(keys)}: {key}")
             self.execute(PlannedRun(job_for(batch_partitions).name, key, batch_assets))
@@ -191,6 +203,7 @@ class Runner:
     def run_pending(self, variants: Sequence[str], train_config: dict | None = None) -> bool:
         """Materialise what is stale for the batches, the snapshot and `variants`;
         returns whether anything ran."""
+        self.reap()
         new = self.register_landing_batches()
         if new:
             self.echo(f"registered {len(new)} new batch(es): {', '.join(new)}")
@@ -219,6 +232,7 @@ class _Progress:
         self._started: dict[str, float] = {}
         self._step_metadata: dict[str, dict] = {}
         self._last_log: dict[str, float] = {}
+        self._blocked: set[str] = set()
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._follow, daemon=True)
 
@@ -254,6 +268,14 @@ class _Progress:
             return
         if event.event_type not in FOLLOWED:
             return
+        if event.event_type == DagsterEventType.ENGINE_EVENT:
+            pool = (event.engine_event_data.metadata or {}).get("pool")
+            if pool is not None and step not in self._blocked:
+                # A step waiting for a pool slot must not look hung: say who holds it.
+                self._blocked.add(step)
+                holders = _holders(self.instance, pool.value, self.run_id)
+                self.echo(f"  ⏸ {self._label(step)} waiting for pool {pool.value!r}{holders}")
+            return
         if event.event_type == DagsterEventType.STEP_START:
             self._started[step] = entry.timestamp
             if self.live:
@@ -285,6 +307,24 @@ class _Progress:
         elif entry.timestamp - self._last_log.get(step, 0.0) >= QUIET_SECONDS:
             self._last_log[step] = entry.timestamp
             self.echo(f"    {step}: {message}")
+
+
+def _holders(instance: dg.DagsterInstance, pool: str, run_id: str) -> str:
+    """ ", held by run … (batch …)" for the runs holding `pool`'s slots."""
+    try:
+        info = instance.event_log_storage.get_concurrency_info(pool)
+    except Exception:  # noqa: BLE001 - a hint only; never fail the run for it
+        return ""
+    holders = []
+    for slot in info.claimed_slots:
+        if slot.run_id == run_id:
+            continue
+        run = instance.get_run_by_id(slot.run_id)
+        partition = run.tags.get("dagster/partition") if run else None
+        holders.append(slot.run_id[:8] + (f" ({partition})" if partition else ""))
+    if not holders:
+        return ""
+    return ", held by run " + ", ".join(sorted(set(holders))) + " (it finishes first)"
 
 
 def _fmt(value) -> str:

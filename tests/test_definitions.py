@@ -51,6 +51,7 @@ def test_every_sensor_and_schedule_targets_a_job_of_the_location(tmp_path, monke
     monkeypatch.setenv("LLAMA_DATA_ROOT", str(tmp_path / "data"))
     sensors = {s.name: s for s in defs.get_repository_def().sensor_defs}
     assert set(sensors) == {
+        "dead_run_sensor",
         "corrupt_table_repair_sensor",
         "landing_zone_sensor",
         "freshness_sensor",

@@ -63,9 +63,7 @@ def _entries(folder: Path) -> list[Path]:
     """Entries of `folder` that could be a source or a batch (hidden ones are
     staging folders or markers; plain files at this level are not batches)."""
     return [
-        p
-        for p in folder.iterdir()
-        if not p.name.startswith(".") and (p.is_symlink() or p.is_dir())
+        p for p in folder.iterdir() if not p.name.startswith(".") and (p.is_symlink() or p.is_dir())
     ]
 
 

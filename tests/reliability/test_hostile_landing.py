@@ -36,7 +36,9 @@ def outside(tmp_path: Path) -> Path:
 
 def _read(batch_dir: Path) -> tuple[list, list[Reject]]:
     items = list(iter_batch(batch_dir, "src", "b1"))
-    return [i for i in items if not isinstance(i, Reject)], [i for i in items if isinstance(i, Reject)]
+    return [i for i in items if not isinstance(i, Reject)], [
+        i for i in items if isinstance(i, Reject)
+    ]
 
 
 def test_links_inside_a_batch_are_rejected_never_followed(layout, outside):
@@ -126,6 +128,10 @@ def test_links_never_reach_the_staging_table(layout, outside, resources, instanc
     quarantine = list(layout.root.rglob("*quarantine*"))
     assert quarantine, "the link's reject is quarantined"
     for path in layout.root.rglob("*"):
-        if path.is_file() and not path.is_symlink() and path.suffix in {".parquet", ".jsonl", ".json"}:
+        if (
+            path.is_file()
+            and not path.is_symlink()
+            and path.suffix in {".parquet", ".jsonl", ".json"}
+        ):
             data = path.read_bytes()
             assert b"SECRET-OUTSIDE-THE-ROOT" not in data, path

@@ -1,0 +1,74 @@
+"""A run killed with kill -9 gives its pool slot back; the next run completes.
+
+Reproduces what an attack found: a run killed during `clean_shards` held the
+`dedup_index` slot forever, stayed STARTED, and every later run spun silently.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import dagster as dg
+from dagster._core.events import DagsterEventType
+
+from llama_assets.instance import open_instance
+from tests.landing import topic
+
+
+def _started(instance: dg.DagsterInstance, step: str) -> bool:
+    filter_ = dg.EventRecordsFilter(event_type=DagsterEventType.STEP_START)
+    return any(
+        r.event_log_entry.step_key == step
+        for r in instance.get_event_records(filter_, limit=100, ascending=False)
+    )
+
+
+def test_kill_9_during_clean_shards_frees_the_dedup_slot(tmp_path, monkeypatch):
+    home, root = tmp_path / "home", tmp_path / "data"
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "LLAMA_DATA_ROOT": str(root),
+        "LLAMA_COALESCE_WINDOW_SECONDS": "0",
+    }
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(8):
+        (docs / f"{i}.txt").write_text(topic(i))
+    cli = [sys.executable, "-m", "llama_assets.cli"]
+    subprocess.run([*cli, "ingest", str(docs), "--source", "src", "--batch", "b1"], env=env,
+                   check=True, capture_output=True)  # fmt: skip
+    open_instance().dispose()  # created before the CLI and this test read it
+    first = subprocess.Popen(
+        [*cli, "backfill", "--partitions", "src/b1"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with open_instance() as instance:
+        deadline = time.monotonic() + 240
+        while not _started(instance, "clean_shards"):
+            assert first.poll() is None, first.stdout.read().decode()
+            assert time.monotonic() < deadline, "clean_shards never started"
+            time.sleep(0.2)
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+        [stuck] = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+        held = instance.event_log_storage.get_concurrency_info("dedup_index").claimed_slots
+        assert [slot.run_id for slot in held] == [stuck.run_id]
+
+    again = subprocess.run(
+        [*cli, "backfill", "--partitions", "src/b1"], env=env, capture_output=True, timeout=300
+    )
+    out = again.stdout.decode() + again.stderr.decode()
+    assert again.returncode == 0, out
+    assert f"run {stuck.run_id[:8]}" in out and "pool slots given back" in out
+    with open_instance() as instance:
+        run = instance.get_run_by_id(stuck.run_id)
+        assert run.status == dg.DagsterRunStatus.FAILURE
+        assert not instance.event_log_storage.get_concurrency_info("dedup_index").claimed_slots
+        active = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+        assert not active
