@@ -264,6 +264,33 @@ def mask_pii(text: str) -> tuple[str, dict[str, int]]:
     return _mask(text, _DETECTORS)
 
 
+class PiiSpan(NamedTuple):
+    """Where a detector found PII in a text: its type and `text[start:end]`."""
+
+    kind: str
+    start: int
+    end: int
+
+
+def find_pii(text: str) -> list[PiiSpan]:
+    """The PII spans of `text`, by the same detectors, order and checks as `mask_pii`.
+
+    For screening (the safety policy runs it on every model output) rather
+    than masking: spans are in the original text, and a match that overlaps
+    one found by an earlier detector is skipped, as masking would have hidden
+    it behind that detector's token.
+    """
+    found: list[PiiSpan] = []
+    for detector in _DETECTORS:
+        if detector.hints and not any(hint in text for hint in detector.hints):
+            continue
+        for match in detector.pattern.finditer(text):
+            start, end = match.span()
+            if detector.valid(match) and not any(start < f.end and f.start < end for f in found):
+                found.append(PiiSpan(detector.kind, start, end))
+    return sorted(found, key=lambda span: span.start)
+
+
 _ANY_PREFILTER = "|".join(f"(?:{detector.prefilter})" for detector in _DETECTORS)
 """One pass for all prefilters: most texts match none, and only the others need a pass each."""
 
