@@ -1,6 +1,6 @@
 """The layers import downward only, read from the source (module-level imports).
 
-base <- ingest <- curate <- retrieval <- training <- deployment: a stage imports
+base <- ingest <- curate <- retrieval <- training <- serving <- deployment: a stage imports
 the stages below it and never one above. `base` imports no stage and no Dagster;
 the pure modules of a stage (everything but its asset modules) import no Dagster,
 so worker processes and torchrun ranks start without it; `resources` imports no
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["ingest", "curate", "retrieval", "training", "deployment"]
+STAGES = ["ingest", "curate", "retrieval", "training", "serving", "deployment"]
 ASSET_MODULES = {"assets.py", "drift_assets.py"}
 """The Dagster-facing modules of a stage; the rest of a stage is pure."""
 

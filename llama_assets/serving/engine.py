@@ -1,0 +1,327 @@
+"""The CPU backend's engine: one batching loop that generates for concurrent requests together.
+
+Requests are queued by the web handlers; the loop thread takes what is waiting
+(up to `max_batch_size`, waiting at most `batch_wait_s` after the first for
+others to arrive), prefills them as one left-padded batch and decodes them
+step by step with the KV cache, handing each new piece of text back to its
+request as it is produced (streaming). A sequence leaves the batch at its end
+(eos, a stop string, max_tokens, or its client gone); the batch ends when all
+have. This is dynamic (request-level) batching, as TGI did before continuous
+batching; decode steps of a batch of 8 cost about what one costs on a CPU, so
+throughput grows with concurrency.
+
+The loop reports a heartbeat on every step, which the liveness and readiness
+probes read, and records vLLM's request-level timings (queue, first token,
+inter-token, end to end) on each sequence for the metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+log = logging.getLogger(__name__)
+
+FINISH_STOP = "stop"
+FINISH_LENGTH = "length"
+FINISH_ABORT = "abort"
+FINISH_ERROR = "error"
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """OpenAI's sampling fields (vLLM's defaults: temperature 1, top_p 1)."""
+
+    max_tokens: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    ignore_eos: bool = False
+
+
+@dataclass
+class Sequence:
+    """One request inside the engine; `emit(text_delta, finish_reason)` is called
+    from the loop thread for every new piece of text and once more at the end."""
+
+    prompt_ids: list[int]
+    params: SamplingParams
+    emit: Callable[[str, str | None], None]
+    arrived: float = field(default_factory=time.perf_counter)
+    output_ids: list[int] = field(default_factory=list)
+    text: str = ""
+    sent_chars: int = 0
+    finish_reason: str | None = None
+    cancelled: bool = False
+    scheduled: float | None = None
+    first_token: float | None = None
+    last_token: float | None = None
+    token_gaps: list[float] = field(default_factory=list)
+    finished: float | None = None
+    generator: torch.Generator | None = None
+    error: str | None = None
+
+    def cancel(self) -> None:
+        """The client went away: the loop drops the sequence at its next step."""
+        self.cancelled = True
+
+
+class EngineObserver:
+    """Hooks for metrics; the default observes nothing."""
+
+    def on_queue(self, waiting: int, running: int) -> None: ...
+
+    def on_batch(self, size: int) -> None: ...
+
+    def on_finished(self, seq: Sequence) -> None: ...
+
+
+class BatchingEngine:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer,
+        device: torch.device | str = "cpu",
+        max_batch_size: int = 8,
+        batch_wait_s: float = 0.005,
+        max_model_len: int | None = None,
+        observer: EngineObserver | None = None,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = torch.device(device)
+        self.max_batch_size = max_batch_size
+        self.batch_wait_s = batch_wait_s
+        self.max_model_len = max_model_len or int(
+            getattr(model.config, "max_position_embeddings", 2048)
+        )
+        self.observer = observer or EngineObserver()
+        self.eos_ids = _eos_ids(model, tokenizer)
+        self.pad_id = (
+            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
+        )
+        self._queue: queue.Queue[Sequence] = queue.Queue()
+        self._running = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.heartbeat = time.monotonic()
+        self.batches = 0
+        self.error: BaseException | None = None
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="batching-loop", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def alive(self, max_silence_s: float = 10.0) -> bool:
+        """The loop thread runs and has ticked recently (it ticks every step, and every
+        0.1 s while idle)."""
+        return (
+            self._thread is not None
+            and self._thread.is_alive()
+            and time.monotonic() - self.heartbeat < max_silence_s
+        )
+
+    @property
+    def waiting(self) -> int:
+        return self._queue.qsize()
+
+    @property
+    def running(self) -> int:
+        return self._running
+
+    # --- requests ------------------------------------------------------------------------------
+
+    def submit(self, seq: Sequence) -> None:
+        """Queue a sequence; raises ValueError when the prompt leaves no room to generate."""
+        if not seq.prompt_ids:
+            raise ValueError("the prompt is empty")
+        room = self.max_model_len - len(seq.prompt_ids)
+        if room < 1:
+            raise ValueError(
+                f"the prompt has {len(seq.prompt_ids)} tokens; this model's context is "
+                f"{self.max_model_len} tokens"
+            )
+        if seq.params.max_tokens > room:
+            seq.params = SamplingParams(**{**seq.params.__dict__, "max_tokens": room})
+        if seq.params.seed is not None:
+            seq.generator = torch.Generator(device="cpu").manual_seed(seq.params.seed)
+        self._queue.put(seq)
+        self.observer.on_queue(self.waiting, self._running)
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self.heartbeat = time.monotonic()
+                batch = self._collect()
+                if not batch:
+                    continue
+                self._running = len(batch)
+                self.observer.on_queue(self.waiting, self._running)
+                self.observer.on_batch(len(batch))
+                try:
+                    self._generate(batch)
+                except Exception as exc:  # a failed batch fails its requests, not the loop
+                    log.exception("batch of %d failed", len(batch))
+                    for seq in batch:
+                        seq.error = f"{type(exc).__name__}: {exc}"
+                        self._finish(seq, FINISH_ERROR)
+                self._running = 0
+                self.batches += 1
+                self.observer.on_queue(self.waiting, 0)
+        except BaseException as exc:  # pragma: no cover - the probes report it
+            self.error = exc
+            raise
+
+    def _collect(self) -> list[Sequence]:
+        try:
+            first = self._queue.get(timeout=0.1)
+        except queue.Empty:
+            return []
+        batch = [first]
+        deadline = time.perf_counter() + self.batch_wait_s
+        while len(batch) < self.max_batch_size:
+            remaining = deadline - time.perf_counter()
+            try:
+                batch.append(
+                    self._queue.get(timeout=remaining)
+                    if remaining > 0
+                    else self._queue.get_nowait()
+                )
+            except queue.Empty:
+                break
+        live = []
+        for seq in batch:
+            if seq.cancelled:
+                self._finish(seq, FINISH_ABORT)
+            else:
+                live.append(seq)
+        return live
+
+    @torch.inference_mode()
+    def _generate(self, batch: list[Sequence]) -> None:
+        now = time.perf_counter()
+        for seq in batch:
+            seq.scheduled = now
+        width = max(len(s.prompt_ids) for s in batch)
+        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, seq in enumerate(batch):
+            n = len(seq.prompt_ids)
+            ids[row, width - n :] = torch.tensor(seq.prompt_ids)
+            mask[row, width - n :] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        past = out.past_key_values
+        logits = out.logits[:, -1, :]
+        active = list(range(len(batch)))
+        for _ in range(max(s.params.max_tokens for s in batch)):
+            self.heartbeat = time.monotonic()
+            next_ids = self._sample(logits, batch)
+            now = time.perf_counter()
+            for row in list(active):
+                seq = batch[row]
+                if seq.cancelled:
+                    self._finish(seq, FINISH_ABORT)
+                    active.remove(row)
+                    continue
+                self._append(seq, int(next_ids[row]), now)
+                if seq.finish_reason is not None:
+                    active.remove(row)
+            if not active:
+                break
+            mask = torch.cat(
+                [mask, torch.ones((len(batch), 1), dtype=mask.dtype, device=mask.device)], 1
+            )
+            positions = positions[:, -1:] + 1
+            out = self.model(
+                input_ids=next_ids.unsqueeze(1).to(self.device),
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=past,
+                use_cache=True,
+            )
+            past = out.past_key_values
+            logits = out.logits[:, -1, :]
+        for row in active:  # every sequence has ended by now; this guards max_tokens rounding
+            self._finish(batch[row], FINISH_LENGTH)
+
+    def _sample(self, logits: torch.Tensor, batch: list[Sequence]) -> torch.Tensor:
+        logits = logits.float().cpu()
+        chosen = logits.argmax(-1)
+        for row, seq in enumerate(batch):
+            p = seq.params
+            if p.temperature <= 0 or seq.finish_reason is not None:
+                continue
+            probs = torch.softmax(logits[row] / p.temperature, -1)
+            if p.top_p < 1.0:
+                sorted_probs, order = probs.sort(descending=True)
+                keep = sorted_probs.cumsum(-1) - sorted_probs < p.top_p
+                sorted_probs = sorted_probs * keep
+                probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
+            chosen[row] = torch.multinomial(probs, 1, generator=seq.generator)[0]
+        return chosen
+
+    def _append(self, seq: Sequence, token: int, now: float) -> None:
+        if seq.first_token is None:
+            seq.first_token = now
+        else:
+            seq.token_gaps.append(now - seq.last_token)
+        seq.last_token = now
+        if token in self.eos_ids and not seq.params.ignore_eos:
+            self._finish(seq, FINISH_STOP)
+            return
+        seq.output_ids.append(token)
+        seq.text = self.tokenizer.decode(seq.output_ids, skip_special_tokens=True)
+        for stop in seq.params.stop:
+            at = seq.text.find(stop)
+            if at >= 0:
+                seq.text = seq.text[:at]
+                self._finish(seq, FINISH_STOP)
+                return
+        if len(seq.output_ids) >= seq.params.max_tokens:
+            self._finish(seq, FINISH_LENGTH)
+            return
+        # Hold back an incomplete UTF-8 sequence and a possible start of a stop string.
+        safe = len(seq.text.rstrip("\ufffd"))
+        for stop in seq.params.stop:
+            for k in range(min(len(stop) - 1, len(seq.text)), 0, -1):
+                if seq.text.endswith(stop[:k]):
+                    safe = min(safe, len(seq.text) - k)
+                    break
+        if safe > seq.sent_chars:
+            seq.emit(seq.text[seq.sent_chars : safe], None)
+            seq.sent_chars = safe
+
+    def _finish(self, seq: Sequence, reason: str) -> None:
+        if seq.finish_reason is not None:
+            return
+        seq.finish_reason = reason
+        seq.finished = time.perf_counter()
+        rest = seq.text[seq.sent_chars :]
+        seq.sent_chars = len(seq.text)
+        self.observer.on_finished(seq)
+        seq.emit(rest, reason)
+
+
+def _eos_ids(model, tokenizer) -> tuple[int, ...]:
+    ids = getattr(model.generation_config, "eos_token_id", None) or tokenizer.eos_token_id
+    if ids is None:
+        return ()
+    return tuple(ids) if isinstance(ids, list | tuple) else (int(ids),)
