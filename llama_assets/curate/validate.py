@@ -1,8 +1,9 @@
 """Layer 2 over a batch: PII masking, language identification, quality scores.
 
-Masking happens first, so that everything downstream (the language and quality
-signals, the shards, the embeddings, the index, training) only ever sees
-masked text. A document that fails a rule is quarantined with that rule's name.
+Masking (curate/pii.py: text, title and messages) happens first, so that
+everything downstream (the language and quality signals, the shards, the
+embeddings, the index, training) only ever sees masked text. A document that
+fails a rule is quarantined with that rule's name.
 """
 
 from __future__ import annotations
@@ -78,8 +79,12 @@ def validate_documents(
     reasons: Counter[str] = Counter()
     pii_counts: Counter[str] = Counter()
     masked_counts = mask_pii_batch(raw["text"].to_list())
-    for _, counts in masked_counts:
+    # Titles too: they reach the index and search output beside the text.
+    titles = raw["title"].to_list()
+    masked_titles = mask_pii_batch([title or "" for title in titles])
+    for (_, counts), (_, title_counts) in zip(masked_counts, masked_titles, strict=True):
         pii_counts.update(counts)
+        pii_counts.update(title_counts)
     masked = [text for text, _ in masked_counts]
     identified = detect_languages(masked)
     languages = Counter(language for language, _ in identified)
@@ -127,10 +132,22 @@ def validate_documents(
         keep[i] = True
     kept = raw.with_columns(
         pl.Series("text", masked, pl.String),
+        pl.Series(
+            "title",
+            [None if t is None else m for t, (m, _) in zip(titles, masked_titles, strict=True)],
+            pl.String,
+        ),
         _masked_messages(raw),
         pl.Series("language", [language for language, _ in identified], pl.String),
         pl.Series("language_score", [float(score) for _, score in identified], pl.Float64),
-        pl.Series("pii_total", [sum(counts.values()) for _, counts in masked_counts], pl.Int64),
+        pl.Series(
+            "pii_total",
+            [
+                sum(counts.values()) + sum(title_counts.values())
+                for (_, counts), (_, title_counts) in zip(masked_counts, masked_titles, strict=True)
+            ],
+            pl.Int64,
+        ),
         *signals.get_columns(),
     ).filter(pl.Series(keep))
     # The table this stage writes is schema-checked too (layer 1 on its output).

@@ -6,6 +6,7 @@ import random
 import re
 import sys
 
+import detect_secrets.plugins
 import polars as pl
 import pytest
 
@@ -18,6 +19,44 @@ from tests.landing import GERMAN, TOPIC_KEYS, topic
 def _counts(**found: int) -> dict[str, int]:
     return {kind: found.get(kind, 0) for kind in PII_TYPES}
 
+
+LIBRARY_SECRETS = [
+    # (detect-secrets plugin, a value its denylist matches): every plugin pii.py uses.
+    ("AWSKeyDetector", "AKIAIOSFODNN7EXAMPLE"),
+    ("AWSKeyDetector", 'aws_secret_access_key = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"'),
+    (
+        "AzureStorageKeyDetector",
+        "AccountKey=" + ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT5" * 3)[:86] + "==",
+    ),
+    ("BasicAuthDetector", "https://jane:hunter22@example.org/repo"),
+    ("GitHubTokenDetector", "ghp_abcdefghijklmnopqrstuvwxyz0123456789"),
+    ("GitLabTokenDetector", "glpat-abcdefghij0123456789"),
+    ("GitLabTokenDetector", "GR1348941abcdefghij0123456789"),
+    ("GitLabTokenDetector", "glcbt-1f_abcdefghij0123456789"),
+    ("GitLabTokenDetector", "glimt-abcdefghij0123456789abcde"),
+    ("GitLabTokenDetector", "glptt-" + "a1" * 20),
+    ("GitLabTokenDetector", "glagent-" + "a1" * 25),
+    ("GitLabTokenDetector", "gloas-" + "a1" * 32),
+    (
+        "JwtTokenDetector",
+        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0."
+        "SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c",
+    ),
+    ("MailchimpDetector", "0123456789abcdef0123456789abcdef-us12"),
+    ("NpmDetector", "//registry.npmjs.org/:_authToken=npm_abcdef1234567890"),
+    ("OpenAIDetector", "sk-proj-abcdefghij1234567890T3BlbkFJabcdefghij1234567890"),
+    ("PypiTokenDetector", "pypi-AgEIcHlwaS5vcmc" + "Ab1-_" * 14),
+    ("PypiTokenDetector", "pypi-AgENdGVzdC5weXBpLm9yZw" + "Ab1-_" * 14),
+    ("SendGridDetector", "SG.abcdefghijklmnopqrstuv.abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG"),
+    ("SlackDetector", "xoxb-123456789012-1234567890123-abcdefghijklmnop"),
+    ("SlackDetector", "https://hooks.slack.com/services/T0000/B0000/XXXXXXXXXXXXXXXX"),
+    ("SquareOAuthDetector", "sq0csp-0123456789abcdefghijklmnopqrstuvwxyzABCDEFG"),
+    ("StripeDetector", "rk_live_4eC39HqLyjWDarjtT1zdp7dc"),
+    ("TelegramBotTokenDetector", "123456789:AAEhBP0av28pdcxJ1bsgWwVbSfdJvYo4wT8"),
+    ("TwilioKeyDetector", "AC0123456789abcdef0123456789abcdef"),
+    ("TwilioKeyDetector", "SK0123456789abcdef0123456789abcdef"),
+    ("DiscordBotTokenDetector", "MTIzNDU2Nzg5MDEyMzQ1Njc4.GhIjKl.abcdefghijklmnopqrstuvwxyz0"),
+]
 
 MASKED = [
     (
@@ -59,6 +98,42 @@ MASKED = [
         _counts(secret=3),
     ),
     (
+        # Private addresses name hosts in someone's network (the sample corpus's staging
+        # server); a prefix with host bits set, or /32, is a host too.
+        "staging server is 10.20.30.40, db 192.168.1.20, vpn fd12:3456:789a::1, "
+        "host 93.184.216.34/32 and 10.1.2.3/8.",
+        "staging server is [IP_ADDRESS], db [IP_ADDRESS], vpn [IP_ADDRESS], "
+        "host [IP_ADDRESS]/32 and [IP_ADDRESS]/8.",
+        _counts(ip_address=5),
+    ),
+    (
+        "postgres://admin:S3cretPw@db.example.org:5432/app and "
+        "Server=tcp:db;User Id=sa;Password=myPass123; and Data Source=x;Pwd=abc",
+        "postgres://admin:[SECRET]@db.example.org:5432/app and "
+        "Server=tcp:db;User Id=sa;Password=[SECRET]; and Data Source=x;Pwd=[SECRET]",
+        _counts(secret=3),
+    ),
+    (
+        "Slack xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx, GitHub "
+        "ghp_abcdefghijklmnopqrstuvwxyz0123456789ABCD, OpenAI "
+        "sk-proj-abcdefghij1234567890T3BlbkFJabcdefghij1234567890, Stripe "
+        "sk_live_4eC39HqLyjWDarjtT1zdp7dc, GitLab glpat-abcdefghij0123456789.",
+        "Slack [SECRET], GitHub [SECRET], OpenAI [SECRET], Stripe [SECRET], GitLab [SECRET].",
+        _counts(secret=5),
+    ),
+    (
+        'aws_secret_access_key = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"',
+        'aws_secret_access_key = "[SECRET]"',
+        _counts(secret=1),
+    ),
+    (
+        "A truncated paste:\n-----BEGIN OPENSSH PRIVATE KEY-----\n"
+        "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\nAAAAAAAABAAAAMwAAAAtzc2gtZW\n"
+        "The rest of the page.",
+        "A truncated paste:\n[SECRET]\nThe rest of the page.",
+        _counts(secret=1),
+    ),
+    (
         "before\n-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA1c7+9z5Pad7OejecsQ0bu\n"
         "-----END RSA PRIVATE KEY-----\nafter",
         "before\n[SECRET]\nafter",
@@ -76,8 +151,10 @@ KEPT = [
     "Python 3.11.7 was released in 2023; see PEP 8 and issue #12345.",
     "sys.maxsize is 0x7fffffffffffffff; 0x7fffffff fits in 32 bits.",
     "Version 1.2.3.4 of the tool, release 10.0.19041.1",
-    "Bind to 127.0.0.1, 0.0.0.0, 192.168.1.20, 10.0.0.7 or ::1 and fe80::1.",
-    "Documentation ranges 192.0.2.1 and 2001:db8::1; network 11.0.0.0/16.",
+    "Bind to 127.0.0.1, 0.0.0.0, 169.254.0.1, 224.0.0.1, ::1 and fe80::1.",
+    "Documentation ranges 192.0.2.1, 203.0.113.9 and 2001:db8::1; networks 11.0.0.0/16, "
+    "10.0.0.0/8 and fd00::/8; netmask 255.255.255.0.",
+    "Connect with Password=hunter2 (no connection string) or http://example.org:8080/path.",
     "Slices a[::2], a[1:2:3] and times 12:30:45 or MAC 00:1A:2B:3C:4D:5E.",
     "Timestamp 1700000000 and 1234567890123456 (not Luhn-valid).",
     "Dates 2024-01-31, ISBN 978-3-16-148410-0, ratio 1.5e-10, range 100-200.",
@@ -93,6 +170,34 @@ KEPT = [
 @pytest.mark.parametrize("text", KEPT)
 def test_keeps_technical_look_alikes(text: str) -> None:
     assert mask_pii(text) == (text, _counts())
+
+
+@pytest.mark.parametrize(("plugin", "value"), LIBRARY_SECRETS)
+def test_masks_what_detect_secrets_finds(plugin: str, value: str) -> None:
+    """Each value is one the library's plugin reports; none of what it reports survives."""
+    detector = getattr(
+        next(m for m in vars(detect_secrets.plugins).values() if hasattr(m, plugin)), plugin
+    )()
+    found = set(detector.analyze_string(f"  {value}  "))
+    assert found, f"{plugin} does not report {value!r}"
+    masked, counts = mask_pii(f"Planted: {value} here.")
+    assert counts["secret"] == 1, masked
+    assert not any(secret in masked for secret in found), masked
+
+
+@pytest.mark.parametrize("header", pii.PRIVATE_KEY_HEADERS)
+def test_masks_every_private_key_detect_secrets_knows(header: str) -> None:
+    body = "MIIEpAIBAAKCAQEA1c7+9z5Pad7OejecsQ0buXYZ\nAAAAB3NzaC1yc2EAAAADAQABAAABAQ"
+    if header.startswith("BEGIN"):
+        label = header.removeprefix("BEGIN ")
+        for text in (
+            f"-----{header}-----\n{body}\n-----END {label}-----",
+            f"-----{header}-----\n{body}",  # truncated: no END line
+        ):
+            assert mask_pii(f"Key:\n{text}\nDone.") == ("Key:\n[SECRET]\nDone.", _counts(secret=1))
+    else:  # PuTTY's key file
+        text = f"{header}: ssh-rsa\nEncryption: none\nPublic-Lines: 2\n{body}\nPrivate-MAC: 0a1b"
+        assert mask_pii(f"Key:\n{text}\nDone.") == ("Key:\n[SECRET]\nDone.", _counts(secret=1))
 
 
 def test_counts_have_every_type() -> None:
@@ -160,6 +265,9 @@ PII_PIECES = [
     "6011111111111117",
     "93.184.216.34",
     "8.8.4.4",
+    "10.20.30.40",
+    "192.168.0.1",
+    "172.16.5.4/12",
     "2606:4700:4700::1111",
     "2a00:1450:4001:82b::200e",
     "GB82 WEST 1234 5698 7654 32",
@@ -182,6 +290,12 @@ PII_PIECES = [
     "pa\u017f\u017fword=abcd1234efgh5678ijkl",  # long s, which (?i) pairs with s
     "api_\u212aEY\x1c=\x1cabcd1234efgh5678ijkl",  # Kelvin sign; \x1c is \s in Python only
     "PASSWD='s3cr3t-v4lue-0123456789'",
+    *(value for _, value in LIBRARY_SECRETS),
+    "github_pat_11ABCDEFG0123456789_abcdefghijklmnop",
+    "Server=db;Password=myPass123;",
+    "PuTTY-User-Key-File-2: ssh-rsa\nEncryption: none\nAAAAB3NzaC1yc2EAAAADAQABAAABAQ",
+    "Data Source=x;Pwd=abc",
+    "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIFHDBOBgkqhkiG9w0BBQ0wQTApBgkqhkiG9w0BBQwwHAQI",
 ]
 
 NEAR_MISSES = [
@@ -211,11 +325,14 @@ NEAR_MISSES = [
     "@property",
     "+1 23",
     "GB82 WEST",
-    "192.168.0.1",
+    "192.0.2.1",
+    "10.0.0.0/8",
     "::1",
     "fe80::1",
     "-----BEGIN PUBLIC KEY-----",
-    "-----BEGIN PRIVATE KEY-----",
+    "Password=abc",
+    "user:pass",
+    "eyJhbGciOiJub25lIn0",
     *TOKENS.values(),
 ]
 
