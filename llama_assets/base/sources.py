@@ -1,4 +1,4 @@
-"""Per-source data-quality policy: reject-rate limit and allowed languages.
+"""Per-source data-quality policy: reject-rate limit, languages, uses, review cap.
 
 Sources differ: a scraped web source tolerates more malformed records than a
 curated export, and a multilingual source allows more languages. A user sets
@@ -12,6 +12,9 @@ these per source in ``<data root>/sources.toml`` (or the file that
     [sources.my-web-crawl]
     max_reject_rate = 0.05
     allowed_languages = ["en", "de", "fr"]
+    language = "und"                # declares no language (default: the first allowed)
+    use_for_training = false        # searchable (RAG index), never trained on
+    review_cap = 20                 # at most 20 documents a batch held for a person
     drift_baseline = "rolling"      # earlier batches of the source, pooled
     drift_window = 5                # ... only the last 5 (0 = all of them)
 
@@ -29,6 +32,7 @@ its first batch on purpose, so it has a built-in limit of 10%; a
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -45,16 +49,42 @@ SOURCES_FILE_ENV = "LLAMA_SOURCES_FILE"
 DRIFT_BASELINES = ("rolling", "pinned")
 
 
+DEFAULT_REVIEW_CAP = 50
+"""Documents of a batch held for a person's review at most; more are decided by
+the rule as it stands (a held document fails it). About what one person
+reviews in a sitting."""
+
+UNDETERMINED = "und"
+_LANGUAGE_CODE = re.compile(r"^[a-z]{2,3}$")
+
+
 @dataclass(frozen=True)
 class SourcePolicy:
     max_reject_rate: float = DEFAULT_MAX_REJECT_RATE
     allowed_languages: tuple[str, ...] = DEFAULT_ALLOWED_LANGUAGES
+    language: str = ""
+    """The language the source is written in: a page too short or too code-heavy
+    for language identification takes it. Empty: the first allowed language;
+    ``und``: none (such a page is undetermined)."""
+    use_for_index: bool = True
+    """Valid documents of the source reach the RAG index."""
+    use_for_training: bool = True
+    """Documents of the source that pass the quality rules reach the training dataset."""
+    review_cap: int = DEFAULT_REVIEW_CAP
+    """Borderline documents held for review per batch, at most (0: none held)."""
     drift_baseline: str = "rolling"
     """``rolling``: earlier batches of the source pooled; ``pinned``: one batch."""
     drift_window: int = 0
     """Rolling baseline: only the last N earlier batches (0 = every earlier batch)."""
     drift_baseline_batch: str = ""
     """Pinned baseline: the batch to compare with (empty = the source's first batch)."""
+
+    @property
+    def declared_language(self) -> str:
+        """`language`, or the first allowed language when it is empty."""
+        if self.language:
+            return self.language
+        return self.allowed_languages[0] if self.allowed_languages else UNDETERMINED
 
 
 BUILTIN_OVERRIDES: dict[str, dict] = {
@@ -85,6 +115,21 @@ def _overrides(table: object, where: str) -> dict:
         if not isinstance(langs, list) or not all(isinstance(x, str) for x in langs):
             raise SourcesConfigError(f"{where}.allowed_languages must be a list of codes")
         out["allowed_languages"] = tuple(langs)
+    if "language" in table:
+        language = table["language"]
+        if not isinstance(language, str) or not _LANGUAGE_CODE.match(language):
+            raise SourcesConfigError(f'{where}.language must be a language code such as "en"')
+        out["language"] = language
+    for key in ("use_for_index", "use_for_training"):
+        if key in table:
+            if not isinstance(table[key], bool):
+                raise SourcesConfigError(f"{where}.{key} must be true or false")
+            out[key] = table[key]
+    if "review_cap" in table:
+        cap = table["review_cap"]
+        if not isinstance(cap, int) or isinstance(cap, bool) or cap < 0:
+            raise SourcesConfigError(f"{where}.review_cap must be an integer >= 0")
+        out["review_cap"] = cap
     if "drift_baseline" in table:
         if table["drift_baseline"] not in DRIFT_BASELINES:
             raise SourcesConfigError(f"{where}.drift_baseline must be one of {DRIFT_BASELINES}")

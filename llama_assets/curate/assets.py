@@ -21,7 +21,12 @@ from llama_assets.curate.profile import (
     drift_report,
     pool_profiles,
 )
-from llama_assets.curate.review import ensure_decisions_file, read_decisions
+from llama_assets.curate.review import (
+    REVIEW_STATUSES,
+    apply_review_cap,
+    ensure_decisions_file,
+    read_decisions,
+)
 from llama_assets.curate.schema import (
     CLEAN_COLUMNS,
     REVIEW_SCHEMA,
@@ -71,8 +76,11 @@ class ContentConfig(dg.Config):
     group_name="curate",
     kinds={"polars", "parquet"},
     retry_policy=IO_RETRY,
-    description="Layer 2: PII masked, language identified, Gopher/C4 quality scores. "
-    "Documents that fail a rule go to quarantine/ with the rule's name.",
+    description="Layer 2: PII masked (text, title, messages), language identified from the "
+    "prose (or the source's declared language for a page too short or code-heavy to judge), "
+    "Gopher/C4 quality scores. A language the source does not allow goes to quarantine/; "
+    "the quality rules decide only training: each document records for_index, "
+    "for_training and training_exclusion.",
 )
 def validated_documents(
     context: dg.AssetExecutionContext, config: ContentConfig, storage: LocalDataRoot
@@ -80,17 +88,24 @@ def validated_documents(
     layout, key = storage.layout, context.partition_key
     started = time.perf_counter()
     source, _ = split_batch_key(key)
-    languages = config.allowed_languages or list(
-        source_policy(source, sources_file(layout.sources_config)).allowed_languages
+    source_rules = source_policy(source, sources_file(layout.sources_config))
+    languages = config.allowed_languages or list(source_rules.allowed_languages)
+    policy = ContentPolicy(
+        tuple(languages),
+        declared_language=source_rules.declared_language,
+        use_for_index=source_rules.use_for_index,
+        use_for_training=source_rules.use_for_training,
     )
-    policy = ContentPolicy(tuple(languages))
     decisions, decision_problems = read_decisions(layout.review_decisions)
     for problem in decision_problems:
         context.log.warning(f"review decision ignored: {problem}")
     out = staged(layout, validated_documents.key, key).path
     review: list[dict] = []
     rejects: list[Reject] = []
-    counts: dict[str, Counter] = {"reasons": Counter(), "pii": Counter(), "languages": Counter()}
+    counts: dict[str, Counter] = {
+        name: Counter()
+        for name in ("reasons", "pii", "languages", "language_sources", "uses", "exclusions")
+    }
     raw_rows = 0
     # Part by part, in worker processes: memory is bounded by a few parts.
     raw = staged(layout, raw_documents.key, key)
@@ -103,10 +118,15 @@ def validated_documents(
             counts["reasons"].update(outcome.reject_reasons)
             counts["pii"].update(outcome.pii_counts)
             counts["languages"].update(outcome.languages)
+            counts["language_sources"].update(outcome.language_sources)
+            counts["uses"].update(outcome.uses)
+            counts["exclusions"].update(outcome.training_exclusions)
     manifest = writer.manifest
     quarantine = layout.quarantine(key) / "validated_documents.jsonl"
     write_rejects(rejects, quarantine)
-    # Borderline documents, with what happened to each, for the review_queue asset.
+    # Borderline documents, with what happened to each, for the review_queue asset;
+    # held beyond the source's cap, the rule decides.
+    review = apply_review_cap(review, source_rules.review_cap)
     candidates = ReviewCandidates.validate(pl.DataFrame(review, schema=REVIEW_SCHEMA))
     write_table(candidates, review_candidates_table(layout, key))
     statuses = Counter(r["status"] for r in review)
@@ -114,7 +134,15 @@ def validated_documents(
     return dg.MaterializeResult(
         metadata={
             **table_metadata(manifest, out),
+            "for_index": counts["uses"]["index"],
+            "for_training": counts["uses"]["training"],
+            "not_for_training": manifest["rows"] - counts["uses"]["training"],
+            "training_exclusions": dg.MetadataValue.json(
+                dict(sorted(counts["exclusions"].items()))
+            ),
             "review_held": statuses["held"],
+            "review_over_cap": statuses["over_cap"],
+            "review_cap": source_rules.review_cap,
             "review_statuses": dg.MetadataValue.json(dict(sorted(statuses.items()))),
             "review_decisions_applied": sum(1 for r in review if r["doc_id"] in decisions),
             "rejects": len(rejects),
@@ -123,6 +151,10 @@ def validated_documents(
             "pii_masked": dg.MetadataValue.json(dict(sorted(counts["pii"].items()))),
             "pii_total": sum(counts["pii"].values()),
             "languages": dg.MetadataValue.json(dict(sorted(counts["languages"].items()))),
+            "language_sources": dg.MetadataValue.json(
+                dict(sorted(counts["language_sources"].items()))
+            ),
+            "declared_language": source_rules.declared_language,
             "allowed_languages": dg.MetadataValue.json(languages),
             "quarantine_path": dg.MetadataValue.path(str(quarantine)),
             "seconds": dg.MetadataValue.float(round(seconds, 3)),
@@ -136,9 +168,10 @@ def validated_documents(
     group_name="curate",
     kinds={"parquet", "csv"},
     description="Documents within a review margin of a quality threshold (curate/review.py): "
-    "held ones wait for a person's decision in review/decisions.csv, which the next "
-    "materialisation of validated_documents honours (approve flows on, reject goes to "
-    "quarantine as review:rejected).",
+    "held ones (at most the source's review_cap a batch, most words first; the rest over_cap, "
+    "decided by the rule) are not trained on until a person decides in review/decisions.csv, "
+    "which the next materialisation of validated_documents honours (approve: trained on; "
+    "reject: not, as review:rejected). Every one stays searchable.",
 )
 def review_queue(context: dg.AssetExecutionContext, storage: LocalDataRoot) -> dg.MaterializeResult:
     layout, key = storage.layout, context.partition_key
@@ -148,7 +181,16 @@ def review_queue(context: dg.AssetExecutionContext, storage: LocalDataRoot) -> d
         pl.col("doc_id")
         .replace_strict(decisions, default=None, return_dtype=pl.String)
         .alias("decision")
-    ).sort("status", "rule", "doc_id")
+    )
+    # Held first, those that matter most first (curate/review.py), then the rest.
+    status_order = {status: i for i, status in enumerate(REVIEW_STATUSES)}
+    queue = queue.sort(
+        pl.col("status").replace_strict(status_order, return_dtype=pl.Int32),
+        pl.col("words"),
+        pl.col("distance").abs(),
+        "doc_id",
+        descending=[False, True, False, False],
+    )
     queue = ReviewQueue.validate(queue)
     out = layout.review_queue(key)
     manifest = write_table(queue, out)
@@ -159,20 +201,23 @@ def review_queue(context: dg.AssetExecutionContext, storage: LocalDataRoot) -> d
     statuses = Counter(queue["status"].to_list())
     preview = queue.filter(pl.col("status") == "held").head(20)
     rows = "\n".join(
-        f"| `{r['doc_id']}` | {r['path']} | {r['rule']} | {r['value']:.3f} | {r['threshold']} |"
+        f"| `{r['doc_id']}` | {r['path']} | {r['words']:.0f} | {r['rule']} | {r['value']:.3f} "
+        f"| {r['threshold']} |"
         for r in preview.iter_rows(named=True)
     )
     return dg.MaterializeResult(
         metadata={
             **table_metadata(manifest, out),
             "held": statuses["held"],
+            "over_cap": statuses["over_cap"],
             "passed": statuses["passed"],
             "approved": statuses["approved"],
             "rejected": statuses["rejected"],
             "decisions_file": dg.MetadataValue.path(str(layout.review_decisions)),
             "csv": dg.MetadataValue.path(str(out / "queue.csv")),
             "held_preview": dg.MetadataValue.md(
-                "| doc_id | path | rule | value | threshold |\n|---|---|---|---|---|\n" + rows
+                "| doc_id | path | words | rule | value | threshold |\n|---|---|---|---|---|---|\n"
+                + rows
                 if rows
                 else "Nothing held for review."
             ),
@@ -266,10 +311,14 @@ def clean_shards(context: dg.AssetExecutionContext, storage: LocalDataRoot) -> d
     # Part by part against the persistent index: memory is bounded by a few
     # parts. Their MinHash signatures are computed in worker processes.
     parts = map_table(staged(layout, validated_documents.key, key), fingerprint_part)
+    uses: Counter[str] = Counter()
     with ShardWriter(out) as writer:
         for part, kept in deduplicate_batch(parts, index, key, earlier, stats, later):
             before = len(stats.decisions) - (part.height - kept.height)
             writer.write(CleanShards.validate(kept.select(CLEAN_COLUMNS)))
+            uses.update(
+                index=int(kept["for_index"].sum()), training=int(kept["for_training"].sum())
+            )
             new = {d.doc_id: d for d in stats.decisions[before:]}
             for row in part.filter(part["doc_id"].is_in(list(new))).iter_rows(named=True):
                 d = new[row["doc_id"]]
@@ -291,6 +340,8 @@ def clean_shards(context: dg.AssetExecutionContext, storage: LocalDataRoot) -> d
         metadata={
             **table_metadata(manifest, out),
             "input_rows": stats.input_rows,
+            "for_index": uses["index"],
+            "for_training": uses["training"],
             "exact_duplicates": stats.exact,
             "near_duplicates": stats.near,
             "candidates_from_index": stats.candidates_from_index,

@@ -4,20 +4,28 @@ A heuristic threshold is a line drawn through a continuum; the documents just
 either side of it are where the rule is least sure. A document is *borderline*
 when one of its quality signals lies within the rule's review margin of that
 rule's threshold (the margins are a column of the rule table, curate/rules.py;
-`ReviewMargins` overrides them by rule name):
+`ReviewMargins` overrides them by rule name). The quality rules decide what is
+trained on, not what is searchable, and so does review: every borderline
+document stays in the index.
 
 - borderline and failing only narrowly (every rule it fails is borderline): it
-  is *held* - neither quarantined nor passed on - until a person decides;
-- borderline but passing: it flows on, and is listed so a person can reject it.
+  is *held* - not trained on - until a person decides;
+- borderline but passing: it is trained on, and listed so a person can reject it.
+
+A person reviews a few dozen documents, not hundreds: a batch holds at most
+its source's `review_cap` (sources.toml, default 50) documents, those that
+matter most first - the most words at stake, then the nearest to the
+threshold (`apply_review_cap`). The rest are *over_cap*: decided by the rule as
+it stands (not trained on), still listed, and a decision on them still counts.
 
 The queue is the table ``review/queue/<source>/<batch>/`` (asset `review_queue`)
 with the document, the rule, the signal's value, the threshold and the margin.
 A person writes decisions into ``review/decisions.csv`` (columns ``doc_id,
 decision,note``; decision ``approve`` or ``reject``; a later row for the same
 doc_id wins). The next materialisation of `validated_documents` honours them:
-an approved held document flows on; a rejected one (held or passing) goes to
-quarantine with the reason ``review:rejected``. Decisions on documents that are
-not borderline are ignored (a clear failure is not overridden by hand).
+an approved document is trained on; a rejected one (held or passing) is not,
+with the reason ``review:rejected``. Decisions on documents that are not
+borderline are ignored (a clear failure is not overridden by hand).
 """
 
 from __future__ import annotations
@@ -40,10 +48,12 @@ from llama_assets.curate.rules import (
 DECISIONS = ("approve", "reject")
 DECISION_COLUMNS = ("doc_id", "decision", "note")
 REJECTED_REASON = "review:rejected"
-REVIEW_STATUSES = ("held", "passed", "approved", "rejected")
-"""A review-queue row's status: held (fails narrowly, waits), passed (passes
-narrowly, flows on), approved (held, approved: flows on), rejected
-(quarantined as review:rejected)."""
+REVIEW_STATUSES = ("held", "over_cap", "passed", "approved", "rejected")
+"""A review-queue row's status: held (fails narrowly, waits for a person),
+over_cap (would be held, but the batch's cap is reached: the rule decides, so it
+is not trained on; a person may still approve it), passed (passes narrowly,
+trained on), approved (a person approved it: trained on), rejected (a person
+rejected it: not trained on, review:rejected)."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +129,19 @@ def review_action(failures: list[str], borderline: list[Borderline], decision: s
     if failures:
         return "keep" if decision == "approve" else "hold"
     return "keep"
+
+
+def review_priority(row: Mapping) -> tuple:
+    """Sort key of a held document: most words first, then nearest its threshold."""
+    return (-row["words"], abs(row["distance"]), row["doc_id"])
+
+
+def apply_review_cap(rows: list[dict], cap: int) -> list[dict]:
+    """`rows` (review-queue rows of one batch) with every held row beyond the
+    `cap` that matters most (`review_priority`) marked ``over_cap``."""
+    held = sorted((r for r in rows if r["status"] == "held"), key=review_priority)
+    over = {r["doc_id"] for r in held[max(cap, 0) :]}
+    return [{**r, "status": "over_cap"} if r["doc_id"] in over else r for r in rows]
 
 
 def read_decisions(path: Path) -> tuple[dict[str, str], list[str]]:

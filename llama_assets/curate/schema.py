@@ -16,6 +16,7 @@ from __future__ import annotations
 import pandera.polars as pa
 import polars as pl
 
+from llama_assets.curate.language import LANGUAGE_SOURCES
 from llama_assets.curate.review import DECISIONS, REVIEW_STATUSES
 from llama_assets.curate.rules import SIGNAL_NAMES, SIGNALS, Signal
 from llama_assets.ingest.schema import RawDocuments, column_dtypes
@@ -31,11 +32,21 @@ def _signal_field(signal: Signal) -> pa.Field:
 
 
 class _MeasuredDocuments(RawDocuments):
-    """Raw documents plus language and PII count (the signal columns follow)."""
+    """Raw documents plus language, PII count and the document's two uses (the
+    signal columns follow)."""
 
     language: str = pa.Field(str_matches=r"^[a-z]{2,3}$")
     language_score: float = pa.Field(in_range={"min_value": 0.0, "max_value": 1.0})
+    language_source: str = pa.Field(isin=list(LANGUAGE_SOURCES))
+    """model: identified from the prose; declared: the source's language (a page
+    too short or too code-heavy to judge)."""
     pii_total: pl.Int64 = pa.Field(ge=0)
+    for_index: bool
+    """Reaches the RAG index (unless removed as a duplicate)."""
+    for_training: bool
+    """Reaches the training dataset: passes the quality rules (or was approved)."""
+    training_exclusion: str = pa.Field(nullable=True)
+    """Why not for training (curate/validate.py); null when for_training."""
 
     class Config:
         strict = False
@@ -71,6 +82,9 @@ class CleanShards(pa.DataFrameModel):
     text: str
     language: str = pa.Field(str_matches=r"^[a-z]{2,3}$")
     messages: str = pa.Field(nullable=True)
+    for_index: bool
+    for_training: bool
+    training_exclusion: str = pa.Field(nullable=True)
 
     @pa.check("text", name="not_blank")
     def text_not_blank(cls, data: pa.PolarsData) -> pl.LazyFrame:
@@ -93,6 +107,8 @@ class ReviewCandidates(pa.DataFrameModel):
     batch: str
     path: str
     record: pl.Int64 = pa.Field(ge=0)
+    words: float = pa.Field(ge=0)
+    """What is at stake: the document's words (held documents are ordered by it)."""
     status: str = pa.Field(isin=list(REVIEW_STATUSES))
     rule: str = pa.Field(str_length={"min_value": 1})
     signal: str = pa.Field(isin=list(SIGNAL_NAMES))

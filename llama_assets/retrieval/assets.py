@@ -78,16 +78,19 @@ def chunk_frame(
     group_name="retrieval",
     kinds={"parquet"},
     retry_policy=IO_RETRY,
-    description="Clean documents cut at their headings and paragraphs into chunks of at "
-    "most the embedder's window in its own tokens (254 for all-MiniLM-L6-v2), with "
-    "overlap; each chunk has its heading path and character offsets; chunk_id is a "
-    "content hash scoped to the document.",
+    description="Clean documents (for_index: all but those of sources that opt out) cut at "
+    "their headings and paragraphs into chunks of at most the embedder's window in its own "
+    "tokens (254 for all-MiniLM-L6-v2), with overlap; each chunk has its heading path and "
+    "character offsets; chunk_id is a content hash scoped to the document.",
 )
 def chunks(
     context: dg.AssetExecutionContext, storage: LocalDataRoot, embedder: EmbedderResource
 ) -> dg.MaterializeResult:
     layout, key = storage.layout, context.partition_key
-    docs = read_table(clean_shards_table(layout, key))
+    shards = read_table(clean_shards_table(layout, key))
+    # Every clean document is searchable unless its source opted out (for_index);
+    # the quality rules decide only training. Shards from before the column: all.
+    docs = shards.filter(pl.col("for_index")) if "for_index" in shards.columns else shards
     started = time.perf_counter()
     max_tokens = min(DEFAULT_MAX_TOKENS, embedder.max_tokens)
     frame = chunk_frame(docs, hf_token_offsets(embedder.tokenizer()), max_tokens)
@@ -99,6 +102,7 @@ def chunks(
         metadata={
             **table_metadata(manifest, out),
             "documents": docs.height,
+            "documents_not_indexed": shards.height - docs.height,
             "max_tokens": max_tokens,
             "mean_chunk_tokens": dg.MetadataValue.float(float(tokens.mean() or 0)),
             "max_chunk_tokens": int(tokens.max() or 0),

@@ -17,7 +17,7 @@ from llama_assets.policies import GPU_OP_TAGS, GPU_POOL, GPU_RETRY, IO_RETRY
 from llama_assets.tables import Table, manifest_digest, read_table, table_metadata, write_table
 from llama_assets.training.checkpointer import MERGED_DIR, read_trainer_state
 from llama_assets.training.config import TrainConfig
-from llama_assets.training.dataset import split_of, with_messages
+from llama_assets.training.dataset import split_of, trainable, with_messages
 from llama_assets.training.distributed import PREEMPTED_EXIT_CODE, torchrun_command
 from llama_assets.training.pipeline import LOSS_CURVE_FILE, checkpoint_version, train_and_save
 from llama_assets.training.preemption import TrainingPreempted
@@ -46,8 +46,9 @@ def read_dataset_manifest(storage: LocalDataRoot) -> dict:
     group_name="training",
     kinds={"parquet"},
     retry_policy=IO_RETRY,
-    description="A snapshot of every batch's clean shards, split into train and "
-    "validation by a hash of each document id (a document never changes sides).",
+    description="A snapshot of every batch's clean shards that are fit to train on "
+    "(for_training: they pass the quality rules), split into train and validation by a "
+    "hash of each document id (a document never changes sides).",
 )
 def training_dataset(
     context: dg.AssetExecutionContext, storage: LocalDataRoot
@@ -57,7 +58,13 @@ def training_dataset(
     if not shard_dirs:
         raise dg.Failure(f"no clean shards under {layout.shards_root}: run the batch assets first")
     keys = [str(d.relative_to(layout.shards_root)) for d in shard_dirs]
-    docs = pl.concat([with_messages(read_table(clean_shards_table(layout, k))) for k in keys])
+    clean = 0
+    parts = []
+    for k in keys:
+        shards = read_table(clean_shards_table(layout, k))
+        clean += shards.height
+        parts.append(with_messages(trainable(shards)))
+    docs = pl.concat(parts)
     docs = docs.sort("doc_id").with_columns(
         pl.col("doc_id")
         .map_elements(lambda d: split_of(d, VALIDATION_FRACTION), return_dtype=pl.String)
@@ -90,6 +97,8 @@ def training_dataset(
             "data_version": data_version,
             "batches": len(shard_dirs),
             "documents": docs.height,
+            # Searchable but not fit to train on (quality rules, review, source opt-out).
+            "clean_documents_not_trained": clean - docs.height,
             "instruction_documents": docs["messages"].is_not_null().sum(),
         }
     )

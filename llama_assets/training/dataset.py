@@ -40,6 +40,12 @@ def with_messages(shards: pl.DataFrame) -> pl.DataFrame:
     return shards.select(DATASET_COLUMNS)
 
 
+def trainable(shards: pl.DataFrame) -> pl.DataFrame:
+    """The clean documents fit to train on (`for_training`: they pass the quality
+    rules, curate/validate.py); shards written before the column hold only such."""
+    return shards.filter(pl.col("for_training")) if "for_training" in shards.columns else shards
+
+
 def read_split(dataset_dir: Path, split: Split) -> pl.DataFrame:
     """One side of the training dataset snapshot, every part checksummed first.
 

@@ -151,44 +151,57 @@ def sentence_words(n: int) -> str:
 def test_review_queue_holds_borderline_documents_until_a_person_decides(
     layout, instance, resources
 ):
+    """Quality decides training only: every document stays searchable. Held
+    documents wait for a person up to the source's cap, most words first; the
+    rest are decided by the rule."""
     key = "review/b1"
+    layout.sources_config.parent.mkdir(parents=True, exist_ok=True)
+    layout.sources_config.write_text("[sources.review]\nreview_cap = 1\n")
     land(
         layout,
         key,
         {
             "docs.jsonl": jsonl(
                 {"text": sentence_words(47)},  # 0 fails min_words (50) narrowly: held
-                {"text": sentence_words(46)},  # 1 held too
-                {"text": sentence_words(53)},  # 2 passes narrowly: flows, listed
-                {"text": sentence_words(20)},  # 3 fails clearly: quarantined
+                {"text": sentence_words(46)},  # 1 would be held: fewer words, over the cap
+                {"text": sentence_words(53)},  # 2 passes narrowly: trained on, listed
+                {"text": sentence_words(20)},  # 3 fails clearly: not trained on
                 {"text": topic(5)},  # 4 not borderline
             )
         },
     )
     instance.add_dynamic_partitions(BATCHES, [key])
 
-    def run() -> tuple[set[int], dict[int, str], dict[int, str]]:
+    def run() -> tuple[dict[int, str | None], dict[int, str]]:
         for asset in (raw_documents, validated_documents, review_queue):
             assert dg.materialize(
                 [asset], instance=instance, resources=resources, partition_key=key
             )
         kept = pl.read_parquet(layout.staging("validated_documents", key) / "part-00000.parquet")
-        quarantined = {
-            r["record"]: r["reason"]
-            for r in read_jsonl(layout.quarantine(key) / "validated_documents.jsonl")
-        }
+        assert kept["for_index"].all()  # nothing is kept out of search
+        assert (
+            kept.select(pl.col("for_training") == pl.col("training_exclusion").is_null())
+            .to_series()
+            .all()
+        )
+        assert read_jsonl(layout.quarantine(key) / "validated_documents.jsonl") == []
         queue = pl.read_parquet(layout.review_queue(key) / "part-00000.parquet")
         return (
-            set(kept["record"]),
-            quarantined,
+            dict(zip(kept["record"], kept["training_exclusion"], strict=True)),
             dict(zip(queue["record"], queue["status"], strict=True)),
         )
 
-    kept, quarantined, queue = run()
-    assert kept == {2, 4}
-    assert quarantined == {3: "quality:gopher_min_words"}
-    assert queue == {0: "held", 1: "held", 2: "passed"}
+    training, queue = run()
+    assert training == {
+        0: "quality:gopher_min_words",
+        1: "quality:gopher_min_words",
+        2: None,
+        3: "quality:gopher_min_words",
+        4: None,
+    }
+    assert queue == {0: "held", 1: "over_cap", 2: "passed"}
     queue_table = pl.read_parquet(layout.review_queue(key) / "part-00000.parquet")
+    assert queue_table["record"].to_list() == [0, 1, 2]  # held first, most words first
     row = queue_table.filter(pl.col("record") == 1).row(0, named=True)
     assert (row["rule"], row["value"], row["threshold"], row["distance"], row["margin"]) == (
         "gopher_min_words",
@@ -197,6 +210,16 @@ def test_review_queue_holds_borderline_documents_until_a_person_decides(
         -4.0,
         5.0,
     )
+    metadata = instance.get_latest_materialization_event(
+        dg.AssetKey("validated_documents")
+    ).asset_materialization.metadata
+    assert {k: metadata[k].value for k in ("for_index", "for_training", "review_held")} == {
+        "for_index": 5,
+        "for_training": 2,
+        "review_held": 1,
+    }
+    assert (metadata["review_over_cap"].value, metadata["review_cap"].value) == (1, 1)
+    assert metadata["training_exclusions"].value == {"quality:gopher_min_words": 3}
     assert layout.review_decisions.read_text() == "doc_id,decision,note\n"
     assert (layout.review_queue(key) / "queue.csv").exists()
 
@@ -211,11 +234,12 @@ def test_review_queue_holds_borderline_documents_until_a_person_decides(
         f"{doc_id(3)},approve,clear failures are not overridden\n"
         "garbage,maybe,\n"
     )
-    kept, quarantined, queue = run()
-    assert kept == {0, 4}
-    assert quarantined == {
+    training, queue = run()
+    assert training == {
+        0: None,
         1: "review:rejected",
         2: "review:rejected",
         3: "quality:gopher_min_words",
+        4: None,
     }
     assert queue == {0: "approved", 1: "rejected", 2: "rejected"}

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from llama_assets.curate.language import detect_language, model_path
+from llama_assets.curate.language import (
+    CODE_HEAVY_SHARE,
+    DECLARED,
+    MODEL,
+    LanguageDecision,
+    detect_language,
+    identify_languages,
+    model_path,
+)
+from llama_assets.curate.prose import prose_sample
+from llama_assets.ingest.html_text import html_to_text
+from tests.landing import topic
 
 SENTENCES = {
     "en": "The quick brown fox jumps over the lazy dog. This is a sentence that has several "
@@ -109,3 +122,62 @@ def test_batch_of_nothing() -> None:
 
     assert detect_languages([]) == []
     assert detect_languages(["", "1 2 3"]) == [("und", 0.0), ("und", 0.0)]
+
+
+# -- documentation pages: prose only, the declared language for what cannot be judged --------
+
+DOCS = Path(__file__).parents[1] / "fixtures" / "docs_corpus"
+
+
+def _page(name: str) -> str:
+    text = (DOCS / name).read_text(encoding="utf-8")
+    return html_to_text(text)[1] if name.endswith(".html") else text
+
+
+def test_prose_leaves_out_code_tables_and_markup() -> None:
+    sample = prose_sample(_page("configparser.rst"), 5000)
+    assert sample.text.splitlines() == [
+        "configparser --- Configuration file parser",
+        "Configuration file parser.",
+        "Use ConfigParser.read to load it.",
+    ]
+    assert sample.share < CODE_HEAVY_SHARE
+    markdown = prose_sample(_page("cli-options.md"), 5000).text
+    assert markdown.splitlines() == ["Options", "Run   to see more."]
+    doctest = prose_sample(_page("json-dumps.rst"), 5000).text
+    assert "json.dumps(" not in doctest and '{"a": 0' not in doctest
+    assert doctest.startswith("Serialize obj to a JSON formatted str\n")
+    html = prose_sample(_page("deploy.html"), 5000).text
+    assert "export" not in html and "psql" not in html and "curl" not in html
+
+
+def test_prose_keeps_a_plain_page_whole() -> None:
+    text = topic(0)
+    sample = prose_sample(text, 50_000)
+    assert sample.share > 0.6
+    assert text.split("\n", 1)[0] in sample.text
+
+
+@pytest.mark.parametrize(
+    "name", ["configparser.rst", "cli-options.md", "json-dumps.rst", "zen.md", "quote.txt"]
+)
+def test_documentation_pages_are_english_not_undetermined(name: str) -> None:
+    """Each of these was `und` to the model on its raw text, or is a short quotation."""
+    (decision,) = identify_languages([_page(name)], "en")
+    assert decision.language == "en"
+
+
+def test_the_declared_language_decides_only_what_cannot_be_judged() -> None:
+    options, german, quote = _page("cli-options.md"), _page("german.md"), "Errors should pass."
+    assert detect_language(options) == ("und", 0.0)
+    assert identify_languages([options], "en")[0] == LanguageDecision("en", 0.0, DECLARED)
+    # A source that declares no language leaves such a page undetermined.
+    assert identify_languages([options], "und")[0].language == "und"
+    assert identify_languages([options])[0].language == "und"
+    # A page long enough to judge keeps the model's answer, whatever the source says.
+    assert identify_languages([german], "en")[0].language == "de"
+    assert identify_languages([german], "en")[0].source == MODEL
+    # A short page the model is confident about keeps its answer too.
+    (short,) = identify_languages(["Die Funktion gibt eine Liste der Namen zurück."], "en")
+    assert (short.language, short.source) == ("de", MODEL)
+    assert identify_languages([quote], "de")[0].language in ("en", "de")

@@ -9,6 +9,7 @@ import pytest
 
 from llama_assets.curate.review import (
     any_borderline,
+    apply_review_cap,
     borderline_rules,
     read_decisions,
     review_action,
@@ -167,3 +168,21 @@ def test_read_decisions(tmp_path) -> None:
         {},
         [f"{bad}: header must hold the columns doc_id, decision, note"],
     )
+
+
+def test_the_cap_holds_what_matters_most_and_the_rule_decides_the_rest() -> None:
+    def row(doc_id: str, status: str, words: float, distance: float) -> dict:
+        return {"doc_id": doc_id, "status": status, "words": words, "distance": distance}
+
+    rows = [
+        row("a", "held", 48, -2.0),
+        row("b", "passed", 53, 3.0),
+        row("c", "held", 2_400, -0.01),
+        row("d", "held", 48, -0.5),
+        row("e", "approved", 47, -3.0),
+    ]
+    capped = {r["doc_id"]: r["status"] for r in apply_review_cap(rows, 2)}
+    # Most words first, then the nearest to the threshold; only held rows change.
+    assert capped == {"a": "over_cap", "b": "passed", "c": "held", "d": "held", "e": "approved"}
+    assert [r["status"] for r in apply_review_cap(rows, 0)].count("held") == 0
+    assert apply_review_cap(rows, 50) == rows

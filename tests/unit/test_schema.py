@@ -123,7 +123,11 @@ def _validated(rows: int = 2) -> pl.DataFrame:
     return raw.with_columns(
         language=pl.lit("en"),
         language_score=pl.lit(0.9),
+        language_source=pl.lit("model"),
         pii_total=pl.lit(0, dtype=pl.Int64),
+        for_index=pl.lit(True),
+        for_training=pl.lit(True),
+        training_exclusion=pl.lit(None, dtype=pl.String),
         **{name: pl.lit(value, dtype=pl.Float64) for name, value in signals.items()},
     )
 
@@ -135,7 +139,11 @@ def test_validated_model() -> None:
         **RAW_COLUMNS,
         "language": pl.String,
         "language_score": pl.Float64,
+        "language_source": pl.String,
         "pii_total": pl.Int64,
+        "for_index": pl.Boolean,
+        "for_training": pl.Boolean,
+        "training_exclusion": pl.String,
         **dict.fromkeys(SIGNAL_COLUMNS, pl.Float64),
     }
     assert list(SIGNAL_NAMES) == SIGNAL_COLUMNS
@@ -148,12 +156,13 @@ def test_validated_model() -> None:
         language_score=pl.Series([0.5, 1.5]),
         pii_total=pl.Series([-1, 0]),
         language=pl.Series(["EN!", "de"]),
+        language_source=pl.Series(["model", "guessed"]),
     )
     passing, rejects = split_schema_failures(bad, ValidatedDocuments)
     assert passing.height == 0
     assert [(r.record, r.reason) for r in rejects] == [
         (0, "language:str_matches('^[a-z]{2,3}$'); pii_total:greater_than_or_equal_to(0)"),
-        (1, "language_score:in_range(0.0, 1.0)"),
+        (1, "language_score:in_range(0.0, 1.0); language_source:isin(['model', 'declared'])"),
     ]
 
 
@@ -172,6 +181,9 @@ def _clean(**overrides) -> pl.DataFrame:
         "text": "some text",
         "language": "en",
         "messages": None,
+        "for_index": True,
+        "for_training": False,
+        "training_exclusion": "quality:gopher_min_words",
     }
     return pl.DataFrame([row, {**row, "doc_id": "b"}, {**row, "doc_id": "c", **overrides}])
 
@@ -183,6 +195,7 @@ def test_clean_shards_model_fails_on_any_bad_row() -> None:
 
     good = _clean().cast({"title": pl.String, "messages": pl.String})
     expected = ["doc_id", "source", "batch", "path", "title", "text", "language", "messages"]
+    expected += ["for_index", "for_training", "training_exclusion"]
     assert expected == CLEAN_COLUMNS
     assert CleanShards.validate(good).columns == expected
     for bad in (
@@ -208,6 +221,7 @@ def test_review_queue_model() -> None:
         "batch": "b1",
         "path": "f.jsonl",
         "record": 0,
+        "words": 48.0,
         "status": "held",
         "rule": "gopher_min_words",
         "signal": "q_word_count",

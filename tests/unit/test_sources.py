@@ -33,7 +33,14 @@ def test_file_precedence(tmp_path) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["[sources.web]\nmax_reject_rate = 2\n", "[default]\ntypo = 1\n", "not toml ["],
+    [
+        "[sources.web]\nmax_reject_rate = 2\n",
+        "[default]\ntypo = 1\n",
+        "not toml [",
+        '[sources.web]\nlanguage = "English"\n',
+        '[sources.web]\nuse_for_training = "no"\n',
+        "[sources.web]\nreview_cap = -1\n",
+    ],
 )
 def test_bad_file_is_an_error(tmp_path, text) -> None:
     path = tmp_path / "sources.toml"
@@ -45,3 +52,17 @@ def test_bad_file_is_an_error(tmp_path, text) -> None:
 def test_env_names_the_file(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("LLAMA_SOURCES_FILE", str(tmp_path / "x.toml"))
     assert sources_file(tmp_path / "sources.toml") == tmp_path / "x.toml"
+
+
+def test_language_uses_and_review_cap(tmp_path) -> None:
+    path = tmp_path / "sources.toml"
+    path.write_text(
+        '[default]\nallowed_languages = ["de", "en"]\n'
+        '[sources.crawl]\nlanguage = "und"\nuse_for_training = false\nreview_cap = 5\n'
+        "[sources.private]\nuse_for_index = false\n"
+    )
+    crawl, private = source_policy("crawl", path), source_policy("private", path)
+    assert (crawl.declared_language, crawl.use_for_training, crawl.review_cap) == ("und", False, 5)
+    assert crawl.use_for_index
+    assert (private.declared_language, private.use_for_index) == ("de", False)
+    assert private.use_for_training and private.review_cap == 50
