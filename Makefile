@@ -14,7 +14,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export LLAMA_DATA_ROOT ?= $(CURDIR)/data
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo test ui lint format bench clean-data
+.PHONY: install demo test ui prod-local lint format bench clean-data
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ ui: install
 	@$(BIN)/python -c "from llama_assets.instance import open_instance; open_instance()"
 	@echo "Dagster UI on http://127.0.0.1:3000 (instance: $(DAGSTER_HOME))"
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+
+# The production topology on this machine: SeaweedFS (S3), the instance on the
+# local Postgres (deploy/prod/dagster.yaml), daemon and webserver; Ctrl-C stops it.
+prod-local: install
+	$(BIN)/python scripts/prod_local.py $(ARGS)
 
 lint: install
 	$(BIN)/ruff check .

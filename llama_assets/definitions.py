@@ -7,6 +7,7 @@ import os
 import dagster as dg
 
 from llama_assets.base.settings import data_root
+from llama_assets.executors import executor_from_env
 from llama_assets.jobs import ALL_ASSETS, batch_job, dataset_job, model_job
 from resources.device import DeviceResource
 from resources.embedder import EmbedderResource
@@ -54,4 +55,5 @@ defs = dg.Definitions(
         dedup_order_sensor,
     ],
     resources=resources_for(),
+    executor=executor_from_env(),
 )

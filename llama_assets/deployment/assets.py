@@ -11,6 +11,7 @@ from evals.suite import quality, serving
 from llama_assets.base.atomic import atomic_write_json, atomic_write_text
 from llama_assets.deployment.registry import promote, read_aliases
 from llama_assets.partitions import variant_partitions
+from llama_assets.policies import GPU_OP_TAGS, GPU_POOL
 from llama_assets.retrieval.assets import rag_index
 from llama_assets.retrieval.evaluation import evaluate_index, retrieval_metadata
 from llama_assets.tables import read_table
@@ -48,7 +49,8 @@ def latest_version(storage: LocalDataRoot, variant: str) -> str:
     ],
     group_name="deployment",
     kinds={"pytorch", "markdown"},
-    pool="gpu",
+    pool=GPU_POOL,
+    op_tags=GPU_OP_TAGS,
     description="Held-out perplexity of the base against the fine-tuned model, "
     "retrieval recall@k, MRR@k and nDCG@k (vector, fts and hybrid search; golden set "
     "and generated known-item queries), and serving latency and "
