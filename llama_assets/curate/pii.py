@@ -149,7 +149,7 @@ _IPV4 = re.compile(
 )
 _IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])")
 _CIDR_SUFFIX = re.compile(r"/\d{1,3}\b")
-_VERSION_CONTEXT = re.compile(r"(?i)(?:version|release|python|ver\.?)\s*$")
+_VERSION_CONTEXT = re.compile(r"(?i)\b(?:version|release|python|ver\.?)\s*$")
 
 
 def _luhn_valid(digits: str) -> bool:

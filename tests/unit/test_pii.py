@@ -107,6 +107,12 @@ MASKED = [
         _counts(ip_address=5),
     ),
     (
+        # "server" ends in "ver", which once read as a version number's context.
+        "The DNS server 8.8.8.8, the driver 93.184.216.34, however 1.1.1.1; ver. 1.2.3.4",
+        "The DNS server [IP_ADDRESS], the driver [IP_ADDRESS], however [IP_ADDRESS]; ver. 1.2.3.4",
+        _counts(ip_address=3),
+    ),
+    (
         "postgres://admin:S3cretPw@db.example.org:5432/app and "
         "Server=tcp:db;User Id=sa;Password=myPass123; and Data Source=x;Pwd=abc",
         "postgres://admin:[SECRET]@db.example.org:5432/app and "
