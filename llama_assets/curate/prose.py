@@ -55,7 +55,14 @@ _URL = re.compile(r"\b(?:https?|ftp|file)://\S+|\bwww\.\S+")
 _HTML_TAG = re.compile(r"</?[A-Za-z][^>\n]*>")
 _EMPHASIS = re.compile(r"(\*{1,2}|_{1,2})(?=\w)|(?<=\w)(\*{1,2}|_{1,2})")
 
-_WORD = re.compile(r"[\"'(\[‘“«¿¡]*[^\W\d_]+(?:['’\-][^\W\d_]+)*[\"')\]’”».,;:!?]*")
+_MARKUP_HINT = re.compile(r"[`<\[*_]|://|www\.")
+"""A line without any of these has no inline markup to remove (most prose lines)."""
+# A word: letters and digits (`x86`, `IPv4`), joined by apostrophes or hyphens, or a
+# number (`3.11.7`, `2,048`, `10%`), with surrounding punctuation; a whole token.
+_WORD = (
+    r"[\"'(\[‘“«¿¡]*(?:[^\W_]+(?:['’\-][^\W_]+)*|\d+(?:[.,:]\d+)*%?)[\"')\]’”».,;:!?]*"
+)
+_WORD_TOKEN = re.compile(rf"(?<!\S){_WORD}(?!\S)")
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,8 @@ class ProseSample:
 
 
 def _strip_inline(line: str) -> str:
+    if not _MARKUP_HINT.search(line):
+        return line
     line = _ROLE.sub(r"\1", line)
     line = _REST_LINK.sub(r"\1", line)
     line = _MD_LINK.sub(r"\1", line)
@@ -78,11 +87,8 @@ def _strip_inline(line: str) -> str:
 
 def is_prose_line(line: str) -> bool:
     """Whether most of the line's tokens are words: prose, not code or data."""
-    tokens = line.split()
-    if not tokens:
-        return False
-    words = sum(1 for token in tokens if _WORD.fullmatch(token))
-    return words >= MIN_WORD_SHARE * len(tokens)
+    tokens = len(line.split())
+    return tokens > 0 and len(_WORD_TOKEN.findall(line)) >= MIN_WORD_SHARE * tokens
 
 
 def _indent(line: str) -> int:

@@ -15,7 +15,7 @@ from llama_assets.curate.language import (
     identify_languages,
     model_path,
 )
-from llama_assets.curate.prose import prose_sample
+from llama_assets.curate.prose import is_prose_line, prose_sample
 from llama_assets.ingest.html_text import html_to_text
 from tests.landing import topic
 
@@ -149,6 +149,20 @@ def test_prose_leaves_out_code_tables_and_markup() -> None:
     assert doctest.startswith("Serialize obj to a JSON formatted str\n")
     html = prose_sample(_page("deploy.html"), 5000).text
     assert "export" not in html and "psql" not in html and "curl" not in html
+
+
+@pytest.mark.parametrize(
+    ("line", "prose"),
+    [
+        ("Python 3.11.7 was released in 2023; see PEP 8 and x86-64 notes.", True),
+        ("It's the IPv4 address (see RFC 791), 10% of the time.", True),
+        ("config = configparser.ConfigParser()", False),
+        ("for i in range(len(items)): total += items[i]", False),
+        ("$ tool -v -o build/out.bin src/*.c", False),
+    ],
+)
+def test_a_line_is_prose_when_most_tokens_are_words(line: str, prose: bool) -> None:
+    assert is_prose_line(line) is prose
 
 
 def test_prose_keeps_a_plain_page_whole() -> None:
