@@ -59,9 +59,7 @@ _MARKUP_HINT = re.compile(r"[`<\[*_]|://|www\.")
 """A line without any of these has no inline markup to remove (most prose lines)."""
 # A word: letters and digits (`x86`, `IPv4`), joined by apostrophes or hyphens, or a
 # number (`3.11.7`, `2,048`, `10%`), with surrounding punctuation; a whole token.
-_WORD = (
-    r"[\"'(\[‘“«¿¡]*(?:[^\W_]+(?:['’\-][^\W_]+)*|\d+(?:[.,:]\d+)*%?)[\"')\]’”».,;:!?]*"
-)
+_WORD = r"[\"'(\[‘“«¿¡]*(?:[^\W_]+(?:['’\-][^\W_]+)*|\d+(?:[.,:]\d+)*%?)[\"')\]’”».,;:!?]*"
 _WORD_TOKEN = re.compile(rf"(?<!\S){_WORD}(?!\S)")
 
 
