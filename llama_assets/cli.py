@@ -284,7 +284,7 @@ def remove_batch(key: str, yes: bool, dry_run: bool) -> None:
         raise ExpectedStop(f"no batch {key}")
     if not _confirm([f"remove batch {key}:", *removal.describe()], yes, dry_run):
         return
-    rows = apply_removal(instance, db, removal)
+    rows = apply_removal(instance, db, removal, resources["storage"].layout, resources)
     state = "deleted" if removal.registered else "was not registered"
     click.echo(
         f"removed batch {key}: partition {state}, {rows} index row(s), {len(removal.paths)} paths"

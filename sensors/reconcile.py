@@ -6,7 +6,8 @@ landing fingerprint each ``raw_documents`` materialisation recorded, writes the
 gaps to ``<root>/reconciliation/latest.json`` and the log, then repairs them:
 it registers missing partitions and requests the batch pipeline for batches
 never ingested or changed since, and finishes micro-batch merges a crash
-interrupted. Batches with a run in flight are left alone.
+interrupted. Batches with a run in flight are left alone. It also removes the
+temporary folders and files that killed writes left (`collect_stale_temps`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from llama_assets.base.atomic import atomic_write_json
+from llama_assets.base.atomic import atomic_write_json, collect_stale_temps
 from llama_assets.ingest.assets import raw_documents
 from llama_assets.ingest.coalesce import (
     LANDING_FINGERPRINT,
@@ -88,6 +89,9 @@ def landing_reconciliation(context: dg.ScheduleEvaluationContext, storage: Local
         grace_seconds=settings.max_wait_seconds + settings.window_seconds + 60,
     )
     busy = partitions_in_flight(instance)
+    collected = collect_stale_temps(layout.root)
+    for path in collected:
+        context.log.info(f"removed {path}: a temporary copy left by a killed write")
     to_repair = [g for g in gaps if g.repair and g.key not in busy]
     atomic_write_json(
         layout.reconciliation_report,
@@ -98,6 +102,7 @@ def landing_reconciliation(context: dg.ScheduleEvaluationContext, storage: Local
             "gaps": [g.as_dict() for g in gaps],
             "repairing": [g.key for g in to_repair],
             "left_to_runs_in_flight": sorted(g.key for g in gaps if g.repair and g.key in busy),
+            "collected_temps": [str(p) for p in collected],
         },
     )
     for gap in gaps:

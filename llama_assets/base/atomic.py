@@ -4,6 +4,12 @@ Every artifact goes to a temporary sibling first, is fsynced, then renamed into
 place, so a crash or a retry mid-write never leaves a torn file behind. Files
 use ``atomic_open``; directories of files (shard sets, checkpoints) are built
 in ``staged_dir`` and swapped in whole.
+
+A process killed mid-write (``kill -9``) leaves its temporary sibling behind.
+Such names are hidden (``.<name>.p<pid>-<random>.tmp``, ``.<name>.old-<random>``),
+so no reader lists them as artifacts (readers skip hidden names), and
+`collect_stale_temps` removes them once their writer is gone: its pid is not
+alive on this machine, or the entry has not changed for `STALE_TEMP_SECONDS`.
 """
 
 from __future__ import annotations
@@ -12,14 +18,108 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 _HASH_CHUNK = 1 << 20
+
+STALE_TEMP_SECONDS = 3600
+"""A temporary entry unchanged this long is abandoned even if its pid is alive
+(a reused pid, or a writer on another machine sharing the folder)."""
+
+_TEMP_NAME = re.compile(
+    r"\.(?P<name>.+?)\.(?:(?:p(?P<pid>\d+)-)?[A-Za-z0-9_]+\.tmp|old-[0-9a-f]{12})"
+)
+"""Names of temporary siblings: mkstemp/mkdtemp ``.<name>.[p<pid>-]<random>.tmp``
+and replace_dir's ``.<name>.old-<hex>``."""
+
+SKIP_COLLECTING = frozenset({"lancedb", "cache"})
+"""Top-level folders of the data root that manage their own files (LanceDB)."""
+
+
+def temp_prefix(name: str) -> str:
+    """The prefix of a temporary sibling of `name` written by this process."""
+    return f".{name}.p{os.getpid()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def is_stale_temp(
+    path: Path, now: float | None = None, max_age: float = STALE_TEMP_SECONDS
+) -> bool:
+    """Whether `path` is a temporary sibling whose writer is gone."""
+    match = _TEMP_NAME.fullmatch(path.name)
+    if match is None:
+        return False
+    if match["pid"] is not None and not _pid_alive(int(match["pid"])):
+        return True
+    try:
+        age = (time.time() if now is None else now) - path.lstat().st_mtime
+    except FileNotFoundError:
+        return False
+    return age > max_age
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def collect_stale_siblings(final: Path) -> list[Path]:
+    """Remove abandoned temporary siblings of `final` (a killed earlier write)."""
+    parent, removed = Path(final).parent, []
+    if parent.is_dir():
+        for path in parent.glob(f".{glob_escape(Path(final).name)}.*"):
+            if is_stale_temp(path):
+                _remove(path)
+                removed.append(path)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+def collect_stale_temps(root: Path, max_age: float = STALE_TEMP_SECONDS) -> list[Path]:
+    """Remove every abandoned temporary entry under the data root `root`; returns
+    what was removed. It does not descend into temporary entries, into the
+    folders in `SKIP_COLLECTING`, nor into landing batches (a person's files:
+    only the ``landing/<source>/`` level, where ``ingest`` stages, is looked at)."""
+    root, now, removed = Path(root), time.time(), []
+    if not root.is_dir():
+        return removed
+    landing = root / "landing"
+    for folder, dirs, files in os.walk(root):
+        here = Path(folder)
+        if here == root:
+            dirs[:] = [d for d in dirs if d not in SKIP_COLLECTING]
+        for name in [*dirs, *files]:
+            path = here / name
+            if name.startswith(".") and is_stale_temp(path, now, max_age):
+                _remove(path)
+                removed.append(path)
+        if here.parent == landing:
+            dirs[:] = []
+        dirs[:] = [d for d in dirs if not d.startswith(".") and (here / d).exists()]
+    return removed
 
 
 def sha256_file(path: Path) -> str:
@@ -59,7 +159,7 @@ def atomic_open(path: Path, mode: str = "wb", **kwargs: Any) -> Iterator[IO]:
     only if the block completes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.name), suffix=".tmp")
     try:
         with os.fdopen(fd, mode, **kwargs) as fh:
             yield fh
@@ -114,7 +214,8 @@ def staged_dir(final: Path) -> Iterator[Path]:
     completes it replaces ``final`` whole, and when it fails it is removed."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    collect_stale_siblings(final)
+    staged = Path(tempfile.mkdtemp(dir=final.parent, prefix=temp_prefix(final.name), suffix=".tmp"))
     try:
         yield staged
         replace_dir(staged, final)

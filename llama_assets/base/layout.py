@@ -12,13 +12,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-# A source or batch name is one path segment of safe characters; the
-# partition key joins them as ``<source>/<batch>``.
+# A source or batch name is one path segment of safe ASCII characters; the
+# partition key joins them as ``<source>/<batch>``. Matched with fullmatch: a
+# ``$`` would also match before a trailing newline.
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def check_segment(value: str, what: str) -> str:
-    # fullmatch: `$` in `match` would accept a trailing newline.
     if not isinstance(value, str) or not _SEGMENT.fullmatch(value) or ".." in value:
         raise ValueError(
             f"invalid {what} name {value!r}: use letters, digits, '.', '_' or '-', "
@@ -67,9 +67,16 @@ class DataLayout:
 
     def embedding_summary(self, key: str) -> Path:
         """The batch's embedding summary for embedding drift (mean, sample):
-        ``profiles/<source>/<batch>.embeddings.npz`` (its drift result beside it, .json)."""
+        ``embedding_profiles/<source>/<batch>.npz``. A folder of its own, apart
+        from ``profiles/``: a batch named ``b1.embeddings`` must not write where
+        ``b1``'s files are (tests/reliability/test_names.py)."""
         source, batch = split_batch_key(key)
-        return self.root / "profiles" / source / f"{batch}.embeddings.npz"
+        return self.root / "embedding_profiles" / source / f"{batch}.npz"
+
+    def embedding_drift(self, key: str) -> Path:
+        """The batch's embedding drift result: ``embedding_profiles/<source>/<batch>.json``."""
+        source, batch = split_batch_key(key)
+        return self.root / "embedding_profiles" / source / f"{batch}.json"
 
     def shards(self, key: str) -> Path:
         source, batch = split_batch_key(key)
@@ -83,6 +90,13 @@ class DataLayout:
     def reconciliation_report(self) -> Path:
         """The latest landing-zone reconciliation: ``<root>/reconciliation/latest.json``."""
         return self.root / "reconciliation" / "latest.json"
+
+    @property
+    def scratch(self) -> Path:
+        """Scratch space of running steps (e.g. a compressed Parquet file spooled
+        to be seekable): ``<root>/tmp/``, so nothing is written outside the data
+        root; what a killed step leaves there is collected (`collect_stale_temps`)."""
+        return self.root / "tmp"
 
     # shared stores -------------------------------------------------------------
     @property

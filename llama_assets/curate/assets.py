@@ -2,6 +2,7 @@
 and deduplicated, sharded output."""
 
 import json
+import sqlite3
 import time
 from collections import Counter
 
@@ -11,10 +12,15 @@ import polars as pl
 from llama_assets.base.atomic import atomic_open, atomic_write_json
 from llama_assets.base.layout import DataLayout, split_batch_key
 from llama_assets.base.rejects import Reject, write_rejects
-from llama_assets.base.shards import ShardWriter
+from llama_assets.base.shards import ShardWriter, read_manifest
 from llama_assets.base.sources import drift_baseline_keys, source_policy, sources_file
-from llama_assets.curate.clean import DedupStats, deduplicate_batch, fingerprint_part
-from llama_assets.curate.dedup_index import DedupIndex
+from llama_assets.curate.clean import (
+    DedupStats,
+    deduplicate_batch,
+    fingerprint_part,
+    reconcile_index,
+)
+from llama_assets.curate.dedup_index import DedupIndex, set_aside
 from llama_assets.curate.profile import (
     ProfileAccumulator,
     drift,
@@ -296,20 +302,80 @@ def corpus_profile(
     description="Exact and near-duplicate removal within the batch and against every "
     "earlier batch; parquet shards with a checksummed manifest.json. Later batches that "
     "ran first and kept copies of this batch's documents are listed in "
-    "later_batches_with_duplicates (dedup_order_sensor re-deduplicates them).",
+    "later_batches_with_duplicates (dedup_order_sensor re-deduplicates them). The dedup "
+    "index is checked against every other batch's clean shards first: a lost or short "
+    "batch is re-indexed from its shards, a corrupt index file is moved aside and rebuilt.",
 )
 def clean_shards(context: dg.AssetExecutionContext, storage: LocalDataRoot) -> dg.MaterializeResult:
     layout, key = storage.layout, context.partition_key
     started = time.perf_counter()
-    source, batch = split_batch_key(key)
     earlier = earlier_batch_keys(context.instance, key)
     later = later_batch_keys(context.instance, key)
-    index = DedupIndex(layout.dedup_index)
+    out = clean_shards_table(layout, key).path
+    set_aside_to = None
+    for attempt in (1, 2):
+        try:
+            index = DedupIndex(layout.dedup_index)
+            rebuilt = reconcile_index(
+                index,
+                {k: _clean_rows(layout, k) for k in [*earlier, *later]},
+                lambda k: map_table(clean_shards_table(layout, k), fingerprint_part),
+            )
+            for batch, action in rebuilt.items():
+                context.log.warning(f"dedup index: {batch}: {action}")
+            manifest, stats, removed, uses = _deduplicate(layout, key, index, earlier, later, out)
+            break
+        except sqlite3.DatabaseError as exc:
+            if attempt == 2:
+                raise dg.Failure(
+                    f"the dedup index {layout.dedup_index} is unreadable again after it was "
+                    f"rebuilt ({exc}): check the disk, delete the file and re-materialise "
+                    f"clean_shards for {key}",
+                    allow_retries=False,
+                ) from exc
+            set_aside_to = set_aside(layout.dedup_index)
+            context.log.warning(
+                f"the dedup index {layout.dedup_index} is corrupt ({exc}): moved aside to "
+                f"{set_aside_to}; rebuilding it from the clean shards of every other batch"
+            )
+    quarantine = layout.quarantine(key) / "clean_shards.jsonl"
+    write_rejects(sorted(removed, key=lambda r: (r.path, r.record or 0)), quarantine)
+    return dg.MaterializeResult(
+        metadata={
+            **table_metadata(manifest, out),
+            "input_rows": stats.input_rows,
+            "for_index": uses["index"],
+            "for_training": uses["training"],
+            "exact_duplicates": stats.exact,
+            "near_duplicates": stats.near,
+            "candidates_from_index": stats.candidates_from_index,
+            "compared_with_batches": len(earlier),
+            LATER_DUPLICATES: dg.MetadataValue.json(sorted(stats.later_batches_with_duplicates)),
+            "index_path": dg.MetadataValue.path(str(layout.dedup_index)),
+            "index_rebuilt_batches": dg.MetadataValue.json(rebuilt),
+            "index_set_aside": str(set_aside_to) if set_aside_to else "",
+            "removed_path": dg.MetadataValue.path(str(quarantine)),
+            "seconds": dg.MetadataValue.float(round(time.perf_counter() - started, 3)),
+        }
+    )
+
+
+def _clean_rows(layout: DataLayout, key: str) -> int | None:
+    """Rows of a batch's clean shards by their manifest; None when it has none."""
+    try:
+        return read_manifest(clean_shards_table(layout, key).path)["rows"]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError):
+        return -1  # unreadable: never equal to the index's count, so re-indexed (and verified)
+
+
+def _deduplicate(layout, key, index, earlier, later, out):
+    """The batch's survivors written to `out`, part by part against the persistent
+    index: memory is bounded by a few parts. MinHash runs in worker processes."""
+    source, batch = split_batch_key(key)
     stats = DedupStats()
     removed: list[Reject] = []
-    out = clean_shards_table(layout, key).path
-    # Part by part against the persistent index: memory is bounded by a few
-    # parts. Their MinHash signatures are computed in worker processes.
     parts = map_table(staged(layout, validated_documents.key, key), fingerprint_part)
     uses: Counter[str] = Counter()
     with ShardWriter(out) as writer:
@@ -333,22 +399,4 @@ def clean_shards(context: dg.AssetExecutionContext, storage: LocalDataRoot) -> d
                         excerpt=row["text"][:200],
                     )
                 )
-    manifest = writer.manifest
-    quarantine = layout.quarantine(key) / "clean_shards.jsonl"
-    write_rejects(sorted(removed, key=lambda r: (r.path, r.record or 0)), quarantine)
-    return dg.MaterializeResult(
-        metadata={
-            **table_metadata(manifest, out),
-            "input_rows": stats.input_rows,
-            "for_index": uses["index"],
-            "for_training": uses["training"],
-            "exact_duplicates": stats.exact,
-            "near_duplicates": stats.near,
-            "candidates_from_index": stats.candidates_from_index,
-            "compared_with_batches": len(earlier),
-            LATER_DUPLICATES: dg.MetadataValue.json(sorted(stats.later_batches_with_duplicates)),
-            "index_path": dg.MetadataValue.path(str(layout.dedup_index)),
-            "removed_path": dg.MetadataValue.path(str(quarantine)),
-            "seconds": dg.MetadataValue.float(round(time.perf_counter() - started, 3)),
-        }
-    )
+    return writer.manifest, stats, removed, uses

@@ -14,7 +14,7 @@ its own entries, so it is never deduplicated against its own earlier copy.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -163,3 +163,43 @@ def later_duplicate_batches(
     mine = set(ours)
     # Only copies of our documents: later documents may also match each other.
     return {batch_of[d.doc_id] for d in decisions if d.cluster_id in mine}
+
+
+def reconcile_index(
+    index: DedupIndex,
+    expected_rows: dict[str, int | None],
+    reindex: Callable[[str], Iterable[FingerprintedPart]],
+) -> dict[str, str]:
+    """Make the index hold what the clean shards hold, for the batches given.
+
+    The index is derived data: each batch's entries are its clean shards'
+    documents. If it was lost (deleted, or corrupt and set aside), a batch
+    deduplicated against it would admit duplicates of earlier batches silently.
+    So `expected_rows` (the row count of each batch's clean-shard manifest, None
+    for a batch without clean shards) is compared with the entries per batch:
+    a batch short or over is re-indexed from its shards (`reindex(key)` yields
+    them fingerprinted), one with entries but no shards is forgotten. Returns
+    what was done, per batch, in words.
+    """
+    counts = index.batch_counts()
+    done: dict[str, str] = {}
+    for key, rows in expected_rows.items():
+        have = counts.get(key, 0)
+        if rows is None:
+            if have:
+                index.forget_batch(key)
+                done[key] = f"forgot {have} entries: the batch has no clean shards"
+            continue
+        if have == rows:
+            continue
+        index.forget_batch(key)
+        for part in reindex(key):
+            index.replace_batch(
+                key,
+                part.docs["doc_id"].to_list(),
+                part.hashes,
+                part.signatures,
+                keep_existing=True,
+            )
+        done[key] = f"re-indexed {rows} documents from its clean shards (the index held {have})"
+    return done

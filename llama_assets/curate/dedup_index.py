@@ -16,10 +16,12 @@ are earlier, so a batch never matches its own earlier copy nor later batches.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterable, Sequence
 from contextlib import closing
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -235,3 +237,18 @@ class DedupIndex:
         """Documents indexed per batch."""
         with closing(self._connect()) as db:
             return dict(db.execute("SELECT batch_key, COUNT(*) FROM docs GROUP BY batch_key"))
+
+
+def set_aside(path: Path) -> Path:
+    """Move an index file SQLite cannot read (and its WAL and shared-memory files)
+    aside as ``<name>.corrupt-<UTC time>``, for a person to inspect; returns the
+    new path. The next `DedupIndex` starts empty and is rebuilt from the clean
+    shards (`curate.clean.reconcile_index`)."""
+    path = Path(path)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        part = Path(f"{path}{suffix}")
+        if part.exists():
+            os.replace(part, Path(f"{aside}{suffix}"))
+    return aside

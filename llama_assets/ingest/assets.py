@@ -52,7 +52,7 @@ def raw_documents(context: dg.AssetExecutionContext, storage: LocalDataRoot):
     fingerprint = landing_fingerprint(landing)
     out = staged(layout, raw_documents.key, key).path
     with ShardWriter(out, schema=RAW_SCHEMA) as writer:
-        loaded = stream_batch(landing, source, batch, writer.write)
+        loaded = stream_batch(landing, source, batch, writer.write, spool_dir=layout.scratch)
     manifest = writer.manifest
     quarantine = layout.quarantine(key) / "raw_documents.jsonl"
     rejected = write_rejects(loaded.rejects, quarantine)

@@ -35,8 +35,10 @@ def stream_batch(
     batch: str,
     sink: Callable[[pl.DataFrame], None],
     part_rows: int = PART_ROWS,
+    spool_dir: Path | None = None,
 ) -> LoadedBatch:
-    """Read a landing batch part by part; `sink` receives each schema-checked part."""
+    """Read a landing batch part by part; `sink` receives each schema-checked part.
+    `spool_dir`: where compressed files that must be seekable are spooled."""
     loaded = LoadedBatch()
     docs: list[Document] = []
 
@@ -48,7 +50,7 @@ def stream_batch(
         loaded.parts += 1
         sink(frame)
 
-    for item in iter_batch(batch_dir, source, batch):
+    for item in iter_batch(batch_dir, source, batch, spool_dir):
         if isinstance(item, Document):
             docs.append(item)
             if len(docs) >= part_rows:

@@ -31,6 +31,7 @@ import codecs
 import io
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import IO
 
 from llama_assets.base.rejects import EXCERPT_CHARS
@@ -109,21 +110,60 @@ def decode_bytes(data: bytes) -> str:
         return "".join(decode_line(line) for line in data.splitlines(keepends=True))
 
 
-def decode_lines(fh: IO[bytes]) -> Iterator[tuple[int, str]]:
+@dataclass(frozen=True)
+class OversizedLine:
+    """A line longer than the reader's limit: never held whole, only its start
+    (for a reject's excerpt) and its length in bytes (characters after a UTF-16 BOM)."""
+
+    head: bytes
+    size: int
+
+
+_SKIP_PIECE = 1 << 20
+
+
+def decode_lines(
+    fh: IO[bytes], max_line_bytes: int | None = None
+) -> Iterator[tuple[int, str | OversizedLine]]:
     """(index, decoded line) of a binary stream, streamed; encoding decided per line.
 
     UTF-16 streams (BOM) decode as a stream; a UTF-8 BOM is dropped. Lines keep
-    their line ending; undecodable bytes are marked (`decode_line`).
+    their line ending; undecodable bytes are marked (`decode_line`). A line
+    longer than `max_line_bytes` comes back as an `OversizedLine`: it is read
+    past in 1 MiB pieces, so one line of gigabytes (a decompression bomb with no
+    newline) costs 1 MiB of memory, not its size.
     """
+    limit = max_line_bytes or 0
     head = fh.peek(2)[:2] if hasattr(fh, "peek") else b""
     if head in UTF16_BOMS:
         text = io.TextIOWrapper(fh, encoding="utf-16", errors=MARK_UNDECODABLE, newline="")
-        yield from enumerate(text)
+        index = 0
+        while line := text.readline(limit + 1 if limit else -1):
+            if limit and len(line) > limit and not line.endswith("\n"):
+                size = len(line)
+                while piece := text.readline(_SKIP_PIECE):
+                    size += len(piece)
+                    if piece.endswith("\n"):
+                        break
+                yield index, OversizedLine(line[:SNIFF_BYTES].encode("utf-8", "replace"), size)
+            else:
+                yield index, line
+            index += 1
         return
-    for index, raw in enumerate(fh):
-        if index == 0 and raw.startswith(UTF8_BOM):
-            raw = raw[len(UTF8_BOM) :]
-        yield index, decode_line(raw)
+    index = 0
+    while raw := fh.readline(limit + 1 if limit else -1):
+        if limit and len(raw) > limit and not raw.endswith(b"\n"):
+            size = len(raw)
+            while piece := fh.readline(_SKIP_PIECE):
+                size += len(piece)
+                if piece.endswith(b"\n"):
+                    break
+            yield index, OversizedLine(raw[:SNIFF_BYTES], size)
+        else:
+            if index == 0 and raw.startswith(UTF8_BOM):
+                raw = raw[len(UTF8_BOM) :]
+            yield index, decode_line(raw)
+        index += 1
 
 
 def has_surrogates(text: str) -> bool:

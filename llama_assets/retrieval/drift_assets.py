@@ -49,7 +49,7 @@ def embedding_drift(
     )
     result = compare_embeddings(summary, baseline)
     result["baseline"] = baseline_name if baseline is not None and "mmd2" in result else None
-    path = layout.embedding_summary(key).with_suffix(".json")
+    path = layout.embedding_drift(key)
     atomic_write_json(path, {"batch": key, "vectors": summary.count, "drift": result})
     metadata = {
         "vectors": summary.count,

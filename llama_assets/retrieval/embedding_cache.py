@@ -13,6 +13,7 @@ safe: the next run re-embeds what it needs.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ import pyarrow as pa
 from llama_assets.retrieval.chunking import text_hash
 
 LOOKUP_GROUP = 1000  # keys per ``IN (...)`` lookup
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def cache_schema(dim: int) -> pa.Schema:
@@ -51,6 +53,10 @@ class EmbeddingCache:
         unique = sorted(set(keys))
         if not unique or self._table.count_rows() == 0:
             return found
+        bad = [k for k in unique if not _SHA256.fullmatch(k)]
+        if bad:
+            # Keys go into a filter string: only hex digests are allowed there.
+            raise ValueError(f"embedding cache keys must be sha256 hex digests, got {bad[0]!r}")
         for i in range(0, len(unique), LOOKUP_GROUP):
             group = unique[i : i + LOOKUP_GROUP]
             where = "text_sha256 IN (" + ",".join(f"'{k}'" for k in group) + ")"

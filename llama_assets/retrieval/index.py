@@ -39,6 +39,8 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 from lancedb.index import FTS, IvfHnswSq  # noqa: E402
 
+from llama_assets.base.layout import check_segment  # noqa: E402
+
 TABLE_NAME = "chunks"
 VECTOR_INDEX = "vector_idx"
 FTS_INDEX = "text_idx"
@@ -102,6 +104,11 @@ def _sql_literal(value: str) -> str:
 
 
 def batch_filter(source: str, batch: str) -> str:
+    """The LanceDB filter of one batch's rows. The names are validated as path
+    segments first (letters, digits, '.', '_', '-'), so no quote or control
+    character reaches the SQL; quoting is the second line of defence."""
+    check_segment(source, "source")
+    check_segment(batch, "batch")
     return f"source = {_sql_literal(source)} AND batch = {_sql_literal(batch)}"
 
 
@@ -136,9 +143,11 @@ def upsert_batch(
 
 
 def delete_batch(table: lancedb.table.Table, source: str, batch: str) -> int:
-    before = table.count_rows()
-    table.delete(batch_filter(source, batch))
-    return before - table.count_rows()
+    """Delete the batch's rows; a batch with none commits no new table version."""
+    rows = table.count_rows(filter=batch_filter(source, batch))
+    if rows:
+        table.delete(batch_filter(source, batch))
+    return rows
 
 
 def indexed_batches(table: lancedb.table.Table) -> set[tuple[str, str]]:

@@ -30,8 +30,13 @@ def search(
     """Ranked hits (dicts with the table's columns and ``score``) per query."""
     if mode not in MODES:
         raise ValueError(f"unknown search mode {mode!r}: choose one of {', '.join(MODES)}")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        # LanceDB reads a limit of 0 as "its default" (10 hits), so refuse it here.
+        raise ValueError(f"the number of hits k must be a whole number of at least 1, not {k!r}")
     if not queries:
         return []
+    if any(not isinstance(q, str) or not q.strip() for q in queries):
+        raise ValueError("a search query must hold some text")
     if mode == "fts":
         return [fts_search(table, q, k) for q in queries]
     vectors = encode(list(queries))

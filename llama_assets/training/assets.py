@@ -12,7 +12,7 @@ import pydantic
 from llama_assets.base.atomic import atomic_write_json
 from llama_assets.base.layout import DataLayout
 from llama_assets.curate.assets import clean_shards, clean_shards_table
-from llama_assets.partitions import variant_partitions
+from llama_assets.partitions import BATCHES, variant_partitions
 from llama_assets.policies import GPU_OP_TAGS, GPU_POOL, GPU_RETRY, IO_RETRY
 from llama_assets.tables import Table, manifest_digest, read_table, table_metadata, write_table
 from llama_assets.training.checkpointer import MERGED_DIR, read_trainer_state
@@ -54,10 +54,16 @@ def training_dataset(
     context: dg.AssetExecutionContext, storage: LocalDataRoot
 ) -> dg.MaterializeResult:
     layout = storage.layout
-    shard_dirs = sorted(p.parent for p in layout.shards_root.glob("*/*/manifest.json"))
-    if not shard_dirs:
+    # The registered batches' shard sets, by name: never whatever folder lies under
+    # shards/ (a killed write's hidden temp copy, a removed batch's leftovers).
+    keys = sorted(
+        k
+        for k in context.instance.get_dynamic_partitions(BATCHES)
+        if (layout.shards(k) / "manifest.json").is_file()
+    )
+    if not keys:
         raise dg.Failure(f"no clean shards under {layout.shards_root}: run the batch assets first")
-    keys = [str(d.relative_to(layout.shards_root)) for d in shard_dirs]
+    shard_dirs = [layout.shards(k) for k in keys]
     clean = 0
     parts = []
     for k in keys:
@@ -72,10 +78,8 @@ def training_dataset(
     )
     # The data version names exactly the shard sets the snapshot was built from.
     sources = {
-        str(d.relative_to(layout.shards_root)): manifest_digest(
-            json.loads((d / "manifest.json").read_text())
-        )
-        for d in shard_dirs
+        k: manifest_digest(json.loads((d / "manifest.json").read_text()))
+        for k, d in zip(keys, shard_dirs, strict=True)
     }
     data_version = hashlib.sha256(repr(sorted(sources.items())).encode()).hexdigest()[:16]
     metadata = {}
@@ -83,14 +87,15 @@ def training_dataset(
         out = dataset_split(layout, split).path
         manifest = write_table(docs.filter(pl.col("split") == split).drop("split"), out)
         metadata.update({f"{split}_{k}": v for k, v in table_metadata(manifest, out).items()})
-    atomic_write_json(
-        layout.training_dataset / "dataset.json",
-        {
-            "data_version": data_version,
-            "shard_sets": sources,
-            "validation_fraction": VALIDATION_FRACTION,
-        },
-    )
+    dataset = {
+        "data_version": data_version,
+        "shard_sets": sources,
+        "validation_fraction": VALIDATION_FRACTION,
+    }
+    # Every data version's batches stay on record: which batches a model was
+    # trained on is known after the snapshot moves on (remove-batch asks).
+    atomic_write_json(layout.training_dataset / "versions" / f"{data_version}.json", dataset)
+    atomic_write_json(layout.training_dataset / "dataset.json", dataset)
     return dg.MaterializeResult(
         metadata={
             **metadata,

@@ -45,7 +45,7 @@ MANIFEST_FORMAT = 1
 
 # A training checkpoint: one directory per optimizer step, under the run's folder.
 TRAINING_CHECKPOINT_PREFIX = "step-"
-_STEP_DIR = re.compile(r"^step-(\d{6,})$")
+_STEP_DIR = re.compile(r"step-(\d{6,})")  # fullmatch: no trailing newline
 TRAINABLE_FILE = "trainable.safetensors"
 OPTIMIZER_FILE = "optimizer.pt"
 RNG_FILE = "rng_state.pt"
@@ -116,8 +116,8 @@ def training_checkpoints(root: Path) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and _STEP_DIR.match(p.name)]
-    return sorted(found, key=lambda p: int(_STEP_DIR.match(p.name).group(1)))
+    found = [p for p in root.iterdir() if p.is_dir() and _STEP_DIR.fullmatch(p.name)]
+    return sorted(found, key=lambda p: int(_STEP_DIR.fullmatch(p.name).group(1)))
 
 
 def latest_valid_checkpoint(root: Path) -> tuple[Path | None, list[str]]:

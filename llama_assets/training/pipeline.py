@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
+from llama_assets.base.atomic import temp_prefix
 from llama_assets.training.base_model import build_tiny_llama, load_base_model
 from llama_assets.training.checkpointer import (
     BASE_MODEL_DIR,
@@ -119,8 +120,11 @@ def train_and_save(
         raise ValueError(
             f"the training split packs into no block of {cfg.seq_len} tokens; ingest more text"
         )
+    # Beside the models, hidden, so a killed run leaves nothing a reader lists
+    # and collect_stale_temps removes it (never the system temp folder).
+    out_root.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(
-        dir=out_root.parent if out_root.parent.exists() else None
+        dir=out_root.parent, prefix=temp_prefix("training"), suffix=".tmp"
     ) as tmp:
         base_dir = None
         # Under data parallelism only rank 0 writes (every rank holds the same weights).

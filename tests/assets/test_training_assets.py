@@ -12,6 +12,7 @@ import json
 import dagster as dg
 import polars as pl
 
+from llama_assets.partitions import BATCHES
 from llama_assets.tables import write_table
 from llama_assets.training.assets import finetuned_checkpoint, training_dataset
 from llama_assets.training.checkpointer import read_trainer_state, training_checkpoints
@@ -65,6 +66,7 @@ def train(instance, resources, **overrides):
 
 def test_finetune_asset_trains_resumes_and_runs_data_parallel(layout, instance, resources):
     write_clean_shards(layout)
+    instance.add_dynamic_partitions(BATCHES, ["docs/one", "docs/two"])
     dataset = dg.materialize([training_dataset], instance=instance, resources=resources)
     meta = dataset.asset_materializations_for_node("training_dataset")[0].metadata
     assert meta["documents"].value == 120

@@ -128,8 +128,11 @@ def test_full_text_and_hybrid_search(tmp_path):
         search(table, encode, ["x"], mode="nope")
 
 
-def test_batch_names_with_quotes_are_escaped():
-    assert index.batch_filter("s", "it's") == "source = 's' AND batch = 'it''s'"
+def test_batch_names_with_quotes_are_refused_and_would_be_escaped():
+    # Names are validated first (tests/reliability/test_injection.py); quoting stays.
+    with pytest.raises(ValueError, match="invalid batch name"):
+        index.batch_filter("s", "it's")
+    assert index._sql_literal("it's") == "'it''s'"
 
 
 def test_embedding_cache_embeds_each_text_once_per_model(tmp_path):

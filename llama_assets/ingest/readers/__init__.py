@@ -83,7 +83,9 @@ SUPPORTED_SUFFIXES = tuple(f".{f}" for f in READERS) + tuple(
 """File suffixes read from a landing batch (each also gzip- or zstd-compressed)."""
 
 
-def iter_batch(batch_dir: Path, source: str, batch: str) -> Iterator[Document | Reject]:
+def iter_batch(
+    batch_dir: Path, source: str, batch: str, spool_dir: Path | None = None
+) -> Iterator[Document | Reject]:
     """Yield every document (or reject) of a landing batch, in a fixed order.
 
     Files are visited sorted by their path relative to `batch_dir`; files and
@@ -93,7 +95,10 @@ def iter_batch(batch_dir: Path, source: str, batch: str) -> Iterator[Document | 
     Symlinks are never followed ("symlink_not_followed": a link could lead to any
     file on the machine), and FIFOs, sockets and devices are never opened
     ("not_a_regular_file": reading a FIFO blocks forever).
+    A compressed file that must be seekable (Parquet) is spooled under
+    `spool_dir` (default: beside the batch folder, hidden), inside the data root.
     """
+    spool_dir = Path(spool_dir) if spool_dir is not None else Path(batch_dir).parent
     batch_dir = Path(batch_dir)
     for rel, problem in _list_files(batch_dir):
         if problem is not None:
@@ -107,20 +112,22 @@ def iter_batch(batch_dir: Path, source: str, batch: str) -> Iterator[Document | 
             shown = rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
             yield Reject(source, batch, shown, None, STAGE, "invalid_file_name", shown)
             continue
-        reader = reader_for(batch_dir / rel, source, batch, rel)
+        reader = reader_for(batch_dir / rel, source, batch, rel, spool_dir)
         if reader is None:
             yield Reject(source, batch, rel, None, STAGE, "unsupported_format", make_excerpt(rel))
             continue
         yield from reader.read()
 
 
-def reader_for(file: Path, source: str, batch: str, rel: str) -> FileReader | None:
+def reader_for(
+    file: Path, source: str, batch: str, rel: str, spool_dir: Path | None = None
+) -> FileReader | None:
     """The registered reader of `file` (by its suffix, after any compression
     suffix), or None when its format is not supported."""
     fmt, compression = _split_suffix(file.name)
     if fmt is None:
         return None
-    return READERS[fmt](file, source, batch, rel, fmt, compression)
+    return READERS[fmt](file, source, batch, rel, fmt, compression, spool_dir)
 
 
 def _split_suffix(name: str) -> tuple[str | None, str | None]:

@@ -29,6 +29,7 @@ from llama_assets.base.rejects import EXCERPT_CHARS, Reject, make_excerpt
 from llama_assets.ingest.encoding import (
     SNIFF_BYTES,
     UTF16_BOMS,
+    OversizedLine,
     decode_bytes,
     decode_lines,
     has_surrogates,
@@ -49,8 +50,26 @@ MAX_FILE_BYTES = 64 * 1024 * 1024
 
 These formats are read into memory in one piece; anything bigger is rejected
 as "too_large" without being read. Line- and row-based formats stream and have
-no such limit.
+no such limit; their records have `MAX_RECORD_BYTES`.
 """
+
+MAX_RECORD_BYTES = 16 * 1024 * 1024
+"""Longest record of a line- or row-based format (a JSON line, a CSV record), in
+bytes. A longer one is read past in 1 MiB pieces, never held whole, and rejected
+as "too_large" (a JSON line of 1M characters escaped as \\uXXXX is 6 MB, so no
+acceptable document is refused by this)."""
+
+MAX_DECOMPRESSED_BYTES = 16 * 1024**3
+"""Most bytes one compressed file may expand to; the rest of the file is
+rejected as "decompression_bomb"."""
+
+MAX_COMPRESSION_RATIO = 200
+"""Decompressed : compressed bytes beyond which a file is a decompression bomb
+(text compresses 3-10x with gzip, repetitive logs ~50x; a bomb 1000x and
+more). Checked once `RATIO_CHECK_AFTER_BYTES` have come out, so a small file of
+repeated lines is never refused."""
+
+RATIO_CHECK_AFTER_BYTES = 64 * 1024 * 1024
 
 TEXT_KEYS = ("text", "content", "body")
 """Field names that hold a record's text, first present (non-null) wins."""
@@ -145,6 +164,45 @@ READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, csv.Error, pa.ArrowExc
 """Errors that make the rest of a file one "unreadable_file" reject."""
 
 
+class DecompressionBomb(Exception):
+    """A compressed file expanded past `MAX_DECOMPRESSED_BYTES` or `MAX_COMPRESSION_RATIO`."""
+
+
+_PIECE = 8192
+
+
+class _BoundedDecompression(io.RawIOBase):
+    """A decompressing stream that counts what comes out, against the compressed
+    bytes read so far, and stops a bomb (`DecompressionBomb`) before it fills
+    memory or disk."""
+
+    def __init__(self, decompressed: IO[bytes], compressed: IO[bytes], name: str) -> None:
+        self._inner, self._compressed, self._name = decompressed, compressed, name
+        self.total = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        # Small pieces: a decoder that hits a truncated stream raises and loses
+        # the piece it was filling, so the records before it are still yielded.
+        n = self._inner.readinto(memoryview(buffer)[:_PIECE])
+        self.total += n
+        if self.total > MAX_DECOMPRESSED_BYTES:
+            raise DecompressionBomb(
+                f"{self._name} expands past {MAX_DECOMPRESSED_BYTES:,} bytes "
+                "(MAX_DECOMPRESSED_BYTES)"
+            )
+        if self.total > RATIO_CHECK_AFTER_BYTES:
+            packed = max(1, self._compressed.tell())
+            if self.total / packed > MAX_COMPRESSION_RATIO:
+                raise DecompressionBomb(
+                    f"{self._name}: {packed:,} compressed bytes expand to more than "
+                    f"{self.total:,} (over {MAX_COMPRESSION_RATIO}:1, MAX_COMPRESSION_RATIO)"
+                )
+        return n
+
+
 class FileReader:
     """Reads one file of a landing batch; holds the context every result needs.
 
@@ -157,9 +215,19 @@ class FileReader:
     """Whether the file's start is checked for binary content before reading."""
 
     def __init__(
-        self, file: Path, source: str, batch: str, rel: str, fmt: str, compression: str | None
+        self,
+        file: Path,
+        source: str,
+        batch: str,
+        rel: str,
+        fmt: str,
+        compression: str | None,
+        spool_dir: Path | None = None,
     ) -> None:
         self.file = file
+        # Where a reader that needs a seekable copy of a compressed file writes
+        # it: under the data root, never the system temp folder.
+        self.spool_dir = spool_dir if spool_dir is not None else Path(file).parent
         self.source = source
         self.batch = batch
         self.rel = rel
@@ -185,6 +253,9 @@ class FileReader:
             for item in self.read_records():
                 record = item.record
                 yield item
+        except DecompressionBomb as exc:
+            after = None if record is None else record + 1
+            yield self.reject(after, "decompression_bomb", str(exc))
         except READ_ERRORS as exc:
             # Records already yielded stand; the rest of the file is one reject.
             after = None if record is None else record + 1
@@ -195,23 +266,28 @@ class FileReader:
 
     @contextmanager
     def open(self) -> Iterator[IO[bytes]]:
-        if self.compression == "gzip":
-            with gzip.open(self.file, "rb") as fh:
-                yield fh
-        elif self.compression == "zstd":
-            # pyarrow's streaming zstd decoder (no extra dependency).
-            with io.BufferedReader(pa.input_stream(str(self.file), compression="zstd")) as fh:
-                yield fh
-        else:
+        """The file's bytes, decompressed; a compressed file is bounded
+        (`MAX_DECOMPRESSED_BYTES`, `MAX_COMPRESSION_RATIO`)."""
+        if self.compression is None:
             with open(self.file, "rb") as fh:
                 yield fh
+            return
+        with open(self.file, "rb") as raw:
+            if self.compression == "gzip":
+                inner: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="rb")
+            else:
+                # pyarrow's streaming zstd decoder (no extra dependency).
+                inner = pa.CompressedInputStream(pa.PythonFile(raw, mode="r"), "zstd")
+            bounded = _BoundedDecompression(inner, raw, self.rel)
+            with inner, io.BufferedReader(bounded, buffer_size=1 << 20) as fh:
+                yield fh
 
-    def iter_lines(self) -> Iterator[tuple[int, str]]:
+    def iter_lines(self) -> Iterator[tuple[int, str | OversizedLine]]:
         """Decoded lines of the file, streamed; encoding decided per line
-        (`encoding.decode_lines`). Undecodable bytes are marked for the caller
-        to reject."""
+        (`encoding.decode_lines`). Undecodable bytes are marked, and lines over
+        `MAX_RECORD_BYTES` come back as `OversizedLine`, for the caller to reject."""
         with self.open() as fh:
-            yield from decode_lines(fh)
+            yield from decode_lines(fh, MAX_RECORD_BYTES)
 
     def read_text(self) -> str | Reject:
         """The whole file decoded, or the reject of a file too large to read
@@ -237,6 +313,10 @@ class FileReader:
             reason=reason,
             excerpt=make_excerpt(raw),
         )
+
+    def reject_oversized(self, record: int | None, line: OversizedLine) -> Reject:
+        """The reject of a record over `MAX_RECORD_BYTES` (its start is the excerpt)."""
+        return self.reject(record, "too_large", line.head)
 
     def reject_undecodable(self, record: int | None, text: str) -> Reject:
         """A Reject for decoded text holding undecodable-byte marks."""

@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator
 
 from llama_assets.base.rejects import Reject
-from llama_assets.ingest.encoding import has_surrogates
+from llama_assets.ingest.encoding import OversizedLine, has_surrogates
 from llama_assets.ingest.readers.base import Document, FileReader
 
 
@@ -19,6 +19,10 @@ class JsonlReader(FileReader):
     def read_records(self) -> Iterator[Document | Reject]:
         count = 0
         for index, line in self.iter_lines():
+            if isinstance(line, OversizedLine):
+                count += 1
+                yield self.reject_oversized(index, line)
+                continue
             line = line.rstrip("\r\n")
             if not line.strip():
                 continue
