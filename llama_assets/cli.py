@@ -256,11 +256,26 @@ def _chunks_table():
 @click.option("-k", type=click.IntRange(min=1), default=5, help="number of hits (default 5)")
 @click.option("--mode", type=click.Choice(["vector", "fts", "hybrid"]), default="hybrid")
 def search(query: str, k: int, mode: str) -> None:
+    from llama_assets.retrieval.index_files import verify_checksums
     from llama_assets.retrieval.search import format_hits
     from llama_assets.retrieval.search import search as run_search
 
     table, resources = _chunks_table()
-    hits = run_search(table, resources["embedder"].encode, [query], k, mode)[0]
+    uri = resources["vector_store"].resolved_uri
+    # A missing or cut fragment can read back as fewer hits without an error.
+    problems = verify_checksums(uri, hashes=False) if "://" not in uri else []
+    try:
+        if problems:
+            raise RuntimeError("; ".join(problems[:3]))
+        hits = run_search(table, resources["embedder"].encode, [query], k, mode)[0]
+    except (OSError, RuntimeError) as error:  # Lance reports a damaged file as RuntimeError
+        raise ExpectedStop(
+            f"the chunks table in {uri} cannot be read ({str(error).splitlines()[0][:200]}): "
+            "the next rag_index run rebuilds it from the embeddings (`llama-platform "
+            "backfill --partitions <any batch>`), or make an intact version current with "
+            "`llama-platform restore-index --version N`",
+            exit_code=1,
+        ) from error
     click.echo(f"{len(hits)} hit(s), {mode} search, table version {table.version}")
     click.echo(format_hits(hits) if hits else "no hits")
 

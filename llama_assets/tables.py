@@ -89,12 +89,19 @@ def write_table(df: pl.DataFrame, out: Table | Path) -> dict:
     return write_shards(df, _table(out).path)
 
 
+def _check_present(table: Table) -> None:
+    """A table never written is a missing upstream; a folder without its manifest
+    is a damaged table (its owner rebuilds it), not one to retry reading."""
+    if (table.path / "manifest.json").exists():
+        return
+    if table.path.is_dir() and any(table.path.glob("part-*.parquet")):
+        raise corrupt_table_failure(CorruptShardError(table.path, ["manifest.json missing"]), table)
+    raise dg.Failure(f"{table.path} has no manifest.json: materialise the upstream partition first")
+
+
 def read_table(source: Table | Path, columns: list[str] | None = None) -> pl.DataFrame:
     table = _table(source)
-    if not (table.path / "manifest.json").exists():
-        raise dg.Failure(
-            f"{table.path} has no manifest.json: materialise the upstream partition first"
-        )
+    _check_present(table)
     try:
         frame = scan_shards(table.path, verify=True)
     except CorruptShardError as error:
@@ -119,10 +126,7 @@ def map_table(
     module-level function). A missing or corrupt table raises the same Failure
     as `read_table`."""
     table = _table(source)
-    if not (table.path / "manifest.json").exists():
-        raise dg.Failure(
-            f"{table.path} has no manifest.json: materialise the upstream partition first"
-        )
+    _check_present(table)
     try:
         shards = shard_list(table.path)
         tasks = [(table.path, shard, columns) for shard in shards]

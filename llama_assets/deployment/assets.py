@@ -21,7 +21,11 @@ from llama_assets.training.assets import (
     read_dataset_manifest,
     training_dataset,
 )
-from llama_assets.training.checkpointer import read_trainer_state
+from llama_assets.training.checkpointer import (
+    CorruptCheckpointError,
+    read_trainer_state,
+    verify_manifest,
+)
 from llama_assets.training.pipeline import load_checkpoint, pack
 from llama_assets.training.variants import get_variant
 from resources.device import DeviceResource
@@ -31,6 +35,24 @@ from resources.vector_store import LanceDBResource
 
 MAX_VALIDATION_BLOCKS = 64
 RETRIEVAL_QUERIES = 50
+
+
+def damaged_checkpoint(checkpoint, variant: str, error: Exception) -> dg.Failure:
+    """A non-retryable Failure naming the damaged fine-tune, its owner and what to do:
+    reading it again cannot help, re-materialising its owner can (the training run
+    resumes from its newest valid training checkpoint, so little is retrained)."""
+    return dg.Failure(
+        description=f"the fine-tune {checkpoint} is damaged ({error}). It is rebuilt by "
+        f"re-materialising finetuned_checkpoint for partition {variant} (in the UI, or "
+        f"`dagster asset materialize -m llama_assets.definitions --select "
+        f"finetuned_checkpoint --partition {variant}`), then eval_report.",
+        metadata={
+            "damaged_checkpoint": dg.MetadataValue.path(str(checkpoint)),
+            "owner_asset": "finetuned_checkpoint",
+            "partition": variant,
+        },
+        allow_retries=False,
+    )
 
 
 def latest_version(storage: LocalDataRoot, variant: str) -> str:
@@ -67,11 +89,14 @@ def eval_report(
     variant = get_variant(context.partition_key)
     version = latest_version(storage, variant.name)
     checkpoint = layout.models(variant.name, version)
-    state = read_trainer_state(checkpoint)
     dev = device.device()
     started = time.perf_counter()
-
-    base, finetuned, tokenizer = load_checkpoint(variant, checkpoint, dev)
+    try:
+        verify_manifest(checkpoint)  # every file's sha256, before anything is loaded
+        state = read_trainer_state(checkpoint)
+        base, finetuned, tokenizer = load_checkpoint(variant, checkpoint, dev)
+    except (CorruptCheckpointError, OSError, ValueError) as exc:
+        raise damaged_checkpoint(checkpoint, variant.name, exc) from exc
     texts = read_table(dataset_split(layout, "validation"), ["text"])["text"].to_list()
     blocks = pack(tokenizer, texts, state["config"]["seq_len"])[:MAX_VALIDATION_BLOCKS]
     if blocks.shape[0] == 0:

@@ -1,6 +1,7 @@
 """Retrieval assets: chunks, their embeddings, and the LanceDB ``chunks`` table."""
 
 import time
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -19,6 +20,7 @@ from llama_assets.retrieval.chunking import (
 )
 from llama_assets.retrieval.embedding_cache import EmbeddingCache, EmbedResult, embed_with_cache
 from llama_assets.retrieval.index import maintain_indexes, remove_batches, upsert_batch
+from llama_assets.retrieval.index_files import set_aside, verify_checksums
 from llama_assets.tables import read_table, staged, table_metadata, write_table
 from resources.embedder import EmbedderResource
 from resources.storage import LocalDataRoot
@@ -185,14 +187,14 @@ def rag_index(
 ) -> dg.MaterializeResult:
     layout, key = storage.layout, context.partition_key
     source, batch = split_batch_key(key)
-    frame = read_table(staged(layout, chunks.key, key)).join(
-        read_table(staged(layout, embeddings.key, key)), on="chunk_id", how="inner"
-    )
+    frame = index_rows(layout, key)
     dim = frame["vector"].dtype.size if frame.height else 384
+    keys = list(context.instance.get_dynamic_partitions(BATCHES))
+    rebuilt = repair_index(context, layout, vector_store, dim, [k for k in keys if k != key])
     table = vector_store.chunks_table(dim)
     started = time.perf_counter()
     result = upsert_batch(table, frame.to_arrow(), source, batch)
-    registered = {split_batch_key(k) for k in context.instance.get_dynamic_partitions(BATCHES)}
+    registered = {split_batch_key(k) for k in keys}
     removed = remove_batches(table, registered | {(source, batch)})
     upsert_seconds = time.perf_counter() - started
     state = maintain_indexes(table)
@@ -206,6 +208,7 @@ def rag_index(
             "updated": result.updated,
             "deleted": result.deleted,
             "removed_batches": dg.MetadataValue.json(removed),
+            "rebuilt_from_upstream": dg.MetadataValue.json(rebuilt),
             "table_rows": table.count_rows(),
             "table_version": table.version,
             "vector_index": state.vector_index,
@@ -220,3 +223,38 @@ def rag_index(
             "seconds": dg.MetadataValue.float(round(time.perf_counter() - started, 3)),
         }
     )
+
+
+def index_rows(layout, key: str):
+    """A batch's rows for the ``chunks`` table: its chunks with their vectors."""
+    return read_table(staged(layout, chunks.key, key)).join(
+        read_table(staged(layout, embeddings.key, key)), on="chunk_id", how="inner"
+    )
+
+
+def repair_index(context, layout, vector_store: LanceDBResource, dim: int, others) -> list[str]:
+    """Verify the table's files (`index_files`); when one is damaged, move the
+    table aside and rebuild it from every other registered batch's checksummed
+    chunks and embeddings (this run then upserts its own batch). Returns the
+    batches rebuilt (none when the table is intact)."""
+    uri = Path(vector_store.resolved_uri)
+    problems = verify_checksums(uri)
+    if not problems:
+        return []
+    aside = set_aside(uri)
+    context.log.warning(
+        f"the chunks table under {uri} is damaged ({'; '.join(problems[:3])}): moved aside "
+        f"to {aside}; rebuilding it from the chunks and embeddings of every batch"
+    )
+    table = vector_store.chunks_table(dim)
+    rebuilt = []
+    for other in others:
+        if not all(
+            (staged(layout, asset.key, other).path / "manifest.json").is_file()
+            for asset in (chunks, embeddings)
+        ):
+            continue  # not embedded yet: its own rag_index run adds it
+        source, batch = split_batch_key(other)
+        upsert_batch(table, index_rows(layout, other).to_arrow(), source, batch)
+        rebuilt.append(other)
+    return rebuilt

@@ -51,12 +51,12 @@ class EmbeddingCache:
         """The cached vectors among ``keys``."""
         found: dict[str, np.ndarray] = {}
         unique = sorted(set(keys))
-        if not unique or self._table.count_rows() == 0:
-            return found
         bad = [k for k in unique if not _SHA256.fullmatch(k)]
         if bad:
             # Keys go into a filter string: only hex digests are allowed there.
             raise ValueError(f"embedding cache keys must be sha256 hex digests, got {bad[0]!r}")
+        if not unique or self._table.count_rows() == 0:
+            return found
         for i in range(0, len(unique), LOOKUP_GROUP):
             group = unique[i : i + LOOKUP_GROUP]
             where = "text_sha256 IN (" + ",".join(f"'{k}'" for k in group) + ")"

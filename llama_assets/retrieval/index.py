@@ -40,6 +40,7 @@ import pyarrow as pa  # noqa: E402
 from lancedb.index import FTS, IvfHnswSq  # noqa: E402
 
 from llama_assets.base.layout import check_segment  # noqa: E402
+from llama_assets.retrieval.index_files import record_checksums  # noqa: E402
 
 TABLE_NAME = "chunks"
 VECTOR_INDEX = "vector_idx"
@@ -198,6 +199,7 @@ def maintain_indexes(table: lancedb.table.Table, ann_min_rows: int = ANN_MIN_ROW
     rows = table.count_rows()
     names = _index_names(table)
     if rows == 0:
+        record_table_files(table)
         return state
     if FTS_INDEX not in names:
         table.create_index("text", config=FTS(), name=FTS_INDEX, replace=True)
@@ -222,7 +224,15 @@ def maintain_indexes(table: lancedb.table.Table, ann_min_rows: int = ANN_MIN_ROW
         state.vector_index = True
         state.indexed_rows = stats.num_indexed_rows
         state.unindexed_rows = stats.num_unindexed_rows
+    record_table_files(table)
     return state
+
+
+def record_table_files(table: lancedb.table.Table) -> None:
+    """Record the checksums of the table's files after a write (`index_files`); a
+    table on an object store keeps its own (its writes are checksummed there)."""
+    if "://" not in str(table.uri):
+        record_checksums(Path(table.uri).parent)
 
 
 def _build_vector_index(table: lancedb.table.Table, rows: int) -> None:
@@ -238,6 +248,7 @@ def restore_version(table: lancedb.table.Table, version: int) -> int:
     """Make ``version`` current again (as a new version); returns the new version."""
     table.checkout(version)
     table.restore()
+    record_table_files(table)
     return table.version
 
 
