@@ -19,7 +19,7 @@ from sensors.drift import drift_sensor
 from sensors.freshness import freshness_sensor, with_freshness_policies
 from sensors.landing import landing_zone_sensor
 from sensors.reconcile import landing_reconciliation
-from sensors.shard_repair import corrupt_table_repair_sensor
+from sensors.shard_repair import corrupt_snapshot_repair_sensor, corrupt_table_repair_sensor
 
 
 def local_resources() -> dict:
@@ -49,6 +49,7 @@ defs = dg.Definitions(
     sensors=[
         dead_run_sensor,
         corrupt_table_repair_sensor,
+        corrupt_snapshot_repair_sensor,
         landing_zone_sensor,
         freshness_sensor,
         drift_sensor,

@@ -53,6 +53,7 @@ def test_every_sensor_and_schedule_targets_a_job_of_the_location(tmp_path, monke
     assert set(sensors) == {
         "dead_run_sensor",
         "corrupt_table_repair_sensor",
+        "corrupt_snapshot_repair_sensor",
         "landing_zone_sensor",
         "freshness_sensor",
         "drift_sensor",

@@ -6,10 +6,11 @@ use ``atomic_open``; directories of files (shard sets, checkpoints) are built
 in ``staged_dir`` and swapped in whole.
 
 A process killed mid-write (``kill -9``) leaves its temporary sibling behind.
-Such names are hidden (``.<name>.p<pid>-<random>.tmp``, ``.<name>.old-<random>``),
+Such names are hidden (``.<name>.p<pid>h<host>-<random>.tmp``, ``.<name>.old-<random>``),
 so no reader lists them as artifacts (readers skip hidden names), and
 `collect_stale_temps` removes them once their writer is gone: its pid is not
-alive on this machine, or the entry has not changed for `STALE_TEMP_SECONDS`.
+alive on this machine (the name says which), or the entry has not changed for
+`STALE_TEMP_SECONDS`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import tempfile
 import time
 import uuid
@@ -34,10 +36,15 @@ STALE_TEMP_SECONDS = 3600
 (a reused pid, or a writer on another machine sharing the folder)."""
 
 _TEMP_NAME = re.compile(
-    r"\.(?P<name>.+?)\.(?:(?:p(?P<pid>\d+)-)?[A-Za-z0-9_]+\.tmp|old-[0-9a-f]{12})"
+    r"\.(?P<name>.+?)\."
+    r"(?:(?:p(?P<pid>\d+)(?:h(?P<host>[0-9a-f]{8}))?-)?[A-Za-z0-9_]+\.tmp|old-[0-9a-f]{12})"
 )
-"""Names of temporary siblings: mkstemp/mkdtemp ``.<name>.[p<pid>-]<random>.tmp``
+"""Names of temporary siblings: mkstemp/mkdtemp ``.<name>.[p<pid>h<host>-]<random>.tmp``
 and replace_dir's ``.<name>.old-<hex>``."""
+
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+"""This machine, in temp names: a pid says something only on the machine that
+wrote it (pods sharing a volume each have their own pids)."""
 
 SKIP_COLLECTING = frozenset({"lancedb", "cache"})
 """Top-level folders of the data root that manage their own files (LanceDB)."""
@@ -45,7 +52,7 @@ SKIP_COLLECTING = frozenset({"lancedb", "cache"})
 
 def temp_prefix(name: str) -> str:
     """The prefix of a temporary sibling of `name` written by this process."""
-    return f".{name}.p{os.getpid()}-"
+    return f".{name}.p{os.getpid()}h{_HOST}-"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -67,7 +74,8 @@ def is_stale_temp(
     match = _TEMP_NAME.fullmatch(path.name)
     if match is None:
         return False
-    if match["pid"] is not None and not _pid_alive(int(match["pid"])):
+    here = match["host"] in (None, _HOST)
+    if match["pid"] is not None and here and not _pid_alive(int(match["pid"])):
         return True
     try:
         age = (time.time() if now is None else now) - path.lstat().st_mtime

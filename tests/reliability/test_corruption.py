@@ -157,3 +157,34 @@ def test_a_damaged_fine_tune_fails_the_eval_once_naming_its_owner(layout, instan
     assert data.metadata["owner_asset"].value == "finetuned_checkpoint"
     assert "re-materialising finetuned_checkpoint for partition tiny" in data.description
     assert "adapter/adapter_model.safetensors: sha256" in data.description
+
+
+def test_a_corrupt_training_snapshot_is_rebuilt_by_its_owner(layout, instance, resources):
+    from llama_assets.training.assets import finetuned_checkpoint, training_dataset
+    from sensors.shard_repair import corrupt_snapshot_repair_sensor
+
+    instance.add_dynamic_partitions(BATCHES, ["web/b1"])
+    clean_batch(layout, "web/b1", 0)
+    assert dg.materialize([training_dataset], instance=instance, resources=resources).success
+    part = sorted((layout.training_dataset / "train").glob("part-*.parquet"))[0]
+    part.write_bytes(part.read_bytes()[:-10])
+    failed = dg.materialize(
+        [finetuned_checkpoint],
+        instance=instance,
+        resources=resources,
+        partition_key="tiny",
+        raise_on_error=False,
+    )
+    failures = [e for e in failed.all_events if e.is_step_failure]
+    assert len(failures) == 1  # not retried
+    context = dg.build_run_status_sensor_context(
+        sensor_name="corrupt_snapshot_repair_sensor",
+        dagster_instance=instance,
+        dagster_run=failed.dagster_run,
+        dagster_event=failed.get_run_failure_event(),
+    ).for_run_failure()
+    [request] = corrupt_snapshot_repair_sensor(context)
+    assert request.tags["llama/rebuild"] == "training_dataset"
+    # The repair run: the snapshot is rewritten from the clean shards.
+    assert dg.materialize([training_dataset], instance=instance, resources=resources).success
+    assert read_table(layout.training_dataset / "train").height > 0

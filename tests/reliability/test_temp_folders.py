@@ -67,7 +67,7 @@ def test_a_killed_writers_temp_folder_is_collected(tmp_path):
     root = tmp_path / "data"
     final = root / "shards" / "web" / "b1"
     staged, pid = killed_writer(final)
-    assert staged.startswith(str(final.parent / f".b1.p{pid}-"))
+    assert staged.startswith(str(final.parent / f".b1.p{pid}h"))
     assert os.path.isdir(staged) and not final.exists()
 
     # The next write of the same artifact removes the dead writer's copy first.
@@ -87,6 +87,8 @@ def test_a_killed_writers_temp_folder_is_collected(tmp_path):
         root / "landing" / "web" / "b5" / ".notes.v1.tmp",
         root / "lancedb" / "chunks.lance" / ".x.p4194303-y.tmp",
         root / "profiles" / "web" / "b3.json",
+        # Another machine's writer (a pod sharing the volume): its pid means nothing here.
+        root / "staging" / "chunks" / "web" / ".b6.p4194303h00000000-z.tmp",
     ]
     for path in (old, ingest, *kept):
         path.parent.mkdir(parents=True, exist_ok=True)
