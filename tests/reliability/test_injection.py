@@ -4,23 +4,24 @@ the environment appear in no output, log, metadata, event log or report."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
+import dagster as dg
 import lancedb
 import numpy as np
 import polars as pl
 import pytest
 
+from llama_assets import cli
 from llama_assets.curate.clean import fingerprint_part
 from llama_assets.curate.dedup_index import DedupIndex
+from llama_assets.jobs import BATCH_ASSETS
+from llama_assets.partitions import BATCHES
 from llama_assets.retrieval import index
 from llama_assets.retrieval.embedding_cache import EmbeddingCache
 from llama_assets.retrieval.search import search
-from tests.landing import TOPIC_KEYS, topic
+from tests.landing import TOPIC_KEYS, land, topic
 from tests.unit.test_index import rows
 
 HOSTILE = [
@@ -103,54 +104,45 @@ SECRET_VARIABLES = (
 )
 
 
-def test_cli_with_hostile_input_and_planted_secrets_leaks_nothing(tmp_path: Path):
+def test_hostile_cli_input_and_planted_secrets_leak_nothing(
+    layout, instance, resources, monkeypatch, capfd, tmp_path: Path
+):
+    """The batch pipeline and the CLI with secrets planted in the environment: no
+    planted value in any output, the instance (event log, runs, compute logs) or
+    the data root; SQL-shaped names are refused with a sentence."""
     planted = {name: f"planted{uuid.uuid4().hex}" for name in SECRET_VARIABLES}
-    env = {
-        **os.environ,
-        **planted,
-        "LLAMA_DATA_ROOT": str(tmp_path / "data"),
-        "DAGSTER_HOME": str(tmp_path / "home"),
-        "HF_HUB_OFFLINE": "1",
-    }
+    for name, value in planted.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("LLAMA_DATA_ROOT", str(layout.root))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    key = "docs/one"
+    land(layout, key, {f"{TOPIC_KEYS[i]}.txt": topic(i) for i in range(3)})
+    instance.add_dynamic_partitions(BATCHES, [key])
+    assert dg.materialize(
+        BATCH_ASSETS, instance=instance, resources=resources, partition_key=key
+    ).success
+    table = lancedb.connect(str(layout.lancedb)).open_table("chunks")
+    version, count = table.version, table.count_rows()
     src = tmp_path / "in"
     src.mkdir()
-    for i in range(3):
-        (src / f"{TOPIC_KEYS[i]}.txt").write_text(topic(i))
-    outputs = []
-
-    def cli(*args: str, code: int = 0) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "llama_assets.cli", *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        outputs.append(done.stdout + done.stderr)
-        assert done.returncode == code, f"{args}:\n{done.stdout}\n{done.stderr}"
-        return done.stdout + done.stderr
-
-    out = cli("ingest", str(src), "--source", "docs", "--batch", "b1' OR 1=1 --", code=2)
-    assert "invalid batch name" in out and "Traceback" not in out
-    cli("ingest", str(src), "--source", "docs", "--batch", "one")
-    cli("backfill")
-    table = lancedb.connect(str(tmp_path / "data/lancedb")).open_table("chunks")
-    version, count = table.version, table.count_rows()
-    for query in ("' OR 1=1 --", "\x1b[2J; DROP TABLE chunks"):
-        assert "hit(s)" in cli("search", query, "--mode", "hybrid")
-    out = cli("remove-batch", "docs/one' OR '1'='1", "--yes", code=2)
-    assert "invalid batch name" in out and "Traceback" not in out
-    cli("status")
-    table = lancedb.connect(str(tmp_path / "data/lancedb")).open_table("chunks")
+    (src / "a.txt").write_text(topic(5))
+    for args, code in (
+        (["ingest", str(src), "--source", "docs", "--batch", "b1' OR 1=1 --"], 2),
+        (["search", "' OR 1=1 --", "--mode", "fts"], 0),
+        (["search", "\x1b[2J; DROP TABLE chunks", "--mode", "fts"], 0),
+        (["remove-batch", "docs/one' OR '1'='1", "--yes"], 2),
+    ):
+        assert cli.main(args) == code, args
+    out, err = capfd.readouterr()
+    assert err.count("invalid batch name") == 2 and "Traceback" not in err
+    assert out.count("hit(s), fts search") == 2
+    table = lancedb.connect(str(layout.lancedb)).open_table("chunks")
     assert (table.version, table.count_rows()) == (version, count)
 
-    # No planted value anywhere: output, instance (event log, run storage,
-    # compute logs), data root (metadata files, quarantine, reports).
     values = [v.encode() for v in planted.values()]
-    for text in outputs:
-        assert not any(v.decode() in text for v in values)
+    assert not any(v.decode() in out + err for v in values)
     scanned = 0
-    for root in (tmp_path / "home", tmp_path / "data"):
+    for root in (tmp_path / "dagster_home", layout.root):
         for path in root.rglob("*"):
             if path.is_file():
                 data = path.read_bytes()
