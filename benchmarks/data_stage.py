@@ -7,13 +7,15 @@ the loop a user would otherwise write (datasketch MinHashLSH + the same filters)
 
 Each measurement runs in its own subprocess so its peak RSS is its own. Both
 sides read the same JSON-lines landing batch, mask PII, identify the language
-and apply the same Gopher/C4/FineWeb quality rules, remove exact and near
-duplicates (MinHash, 128 permutations, word 5-grams, threshold 0.8) and write
-parquet. The baseline calls the per-document filters a user would call
-(`mask_pii`, fastText's own `predict` through `detect_language`,
-`quality_signals`, then `quality_failures`) one document at a time; ours runs
+of the prose (the source's declared language for a page too short or
+code-heavy to judge), apply the same Gopher/C4/FineWeb quality rules (which
+mark a document as not for training; it stays, as it stays searchable), remove
+exact and near duplicates (MinHash, 128 permutations, word 5-grams, threshold
+0.8) and write parquet. The baseline calls the per-document filters a user
+would call (`mask_pii`, `identify_languages` of one text, `quality_signals`,
+then `quality_failures`) one document at a time; ours runs
 the stage as the assets do: parts in worker processes, each filter over a whole
-part at once (`mask_pii_batch`, `detect_languages`, `quality_signals_frame`,
+part at once (`mask_pii_batch`, `identify_languages`, `quality_signals_frame`,
 which the unit tests hold equal to the per-document functions), the persistent
 dedup index. The per-document `quality_signals` is the reference scorer that
 lives with the tests (tests/quality_reference.py): the pipeline never runs it,
@@ -241,7 +243,7 @@ def run_baseline(landing: Path, work: Path) -> dict:
     from datasketch import MinHash, MinHashLSH
 
     from llama_assets.curate.dedup import normalise_for_hash
-    from llama_assets.curate.language import detect_language
+    from llama_assets.curate.language import identify_languages
     from llama_assets.curate.pii import mask_pii
     from llama_assets.curate.rules import QualityThresholds, quality_failures
     from tests.quality_reference import quality_signals  # the per-document reference scorer
@@ -257,9 +259,11 @@ def run_baseline(landing: Path, work: Path) -> dict:
             for r, line in enumerate(fh):
                 text = json.loads(line)["text"]
                 masked, _ = mask_pii(text)
-                lang, _ = detect_language(masked)
-                if lang != "en" or quality_failures(quality_signals(masked), thresholds):
+                (language,) = identify_languages([masked], "en")
+                if language.language != "en":
                     continue
+                # The quality rules decide training only: the document stays.
+                for_training = not quality_failures(quality_signals(masked), thresholds)
                 norm = normalise_for_hash(masked)
                 h = hashlib.sha256(norm.encode()).hexdigest()
                 if h in seen:
@@ -275,7 +279,7 @@ def run_baseline(landing: Path, work: Path) -> dict:
                     continue
                 seen.add(h)
                 lsh.insert(str(base + r), m)
-                kept.append({"record": base + r, "text": masked})
+                kept.append({"record": base + r, "text": masked, "for_training": for_training})
     pl.DataFrame(kept).write_parquet(work / "baseline.parquet", compression="zstd")
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "kept": len(kept), "removed_records": sorted(removed)}
@@ -372,6 +376,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[25_000, 100_000])
     parser.add_argument("--baseline-size", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=2, help="runs per measurement")
+    parser.add_argument("--name", default="data_stage", help="results file name (no suffix)")
     args = parser.parse_args()
     from llama_assets.base.parallel import cpu_workers
 
@@ -402,7 +407,7 @@ def main() -> None:
     }
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "data_stage.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
         "# Data stage benchmark",
         "",
@@ -425,7 +430,7 @@ def main() -> None:
             for r in rows
         ],
     ]
-    (out / "data_stage.md").write_text("\n".join(lines) + "\n")
+    (out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -125,25 +125,28 @@ def prose_sample(text: str, max_chars: int) -> ProseSample:
             skip_above, literal_next = literal_next_indent, False
             continue
         literal_next = False
-        match = _FENCE.match(line)
-        if match:
-            fence = match.group(1)[0] * 3
-            continue
-        if _CODE_DIRECTIVE.match(line):
-            skip_above = _indent(line)
-            continue
-        if _DOCTEST.match(line):
-            in_doctest = True
-            continue
-        if in_doctest or _TABLE_ROW.match(line) or _RULE.match(line):
-            continue
-        if stripped.endswith("::"):
+        if in_doctest:
+            continue  # a doctest's output, to the next blank line
+        if stripped.endswith("::") and not stripped.startswith(".."):
+            # A literal block follows (a directive's body, `.. note::`, is prose).
             literal_next, literal_next_indent = True, _indent(line)
-        if _EXPLICIT_MARKUP.match(line):
-            continue
-        line = _FIELD_MARKER.sub("", line)
-        line = _HEADING.sub("", line)
-        line = _QUOTE_OR_BULLET.sub("", line)
+        if not stripped[0].isalpha():
+            # Every block marker starts with a non-letter: most lines skip these checks.
+            match = _FENCE.match(line)
+            if match:
+                fence = match.group(1)[0] * 3
+                continue
+            if _CODE_DIRECTIVE.match(line):
+                skip_above = _indent(line)
+                continue
+            if _DOCTEST.match(line):
+                in_doctest = True
+                continue
+            if _TABLE_ROW.match(line) or _RULE.match(line) or _EXPLICIT_MARKUP.match(line):
+                continue
+            line = _FIELD_MARKER.sub("", line)
+            line = _HEADING.sub("", line)
+            line = _QUOTE_OR_BULLET.sub("", line)
         line = _strip_inline(line).strip().removesuffix("::")
         if is_prose_line(line):
             kept.append(line)

@@ -165,6 +165,19 @@ def test_a_line_is_prose_when_most_tokens_are_words(line: str, prose: bool) -> N
     assert is_prose_line(line) is prose
 
 
+def test_prose_keeps_admonitions_and_drops_literal_blocks() -> None:
+    text = (
+        "Title\n=====\n\n.. note::\n\n   The note is prose worth reading.\n\n"
+        "An example::\n\n   x = compute(1, 2)\n   print(x)\n\nThe end of the page.\n"
+    )
+    assert prose_sample(text, 5000).text.splitlines() == [
+        "Title",
+        "The note is prose worth reading.",
+        "An example",
+        "The end of the page.",
+    ]
+
+
 def test_prose_keeps_a_plain_page_whole() -> None:
     text = topic(0)
     sample = prose_sample(text, 50_000)
