@@ -159,3 +159,28 @@ class DataLayout:
     def reports(self, variant: str, version: str | None = None) -> Path:
         base = self.root / "reports" / variant
         return base / version if version else base
+
+    # serving ----------------------------------------------------------------------
+    def serving(self, variant: str) -> Path:
+        """A variant's serving state: ``serving/<variant>/``."""
+        return self.root / "serving" / check_segment(variant, "variant")
+
+    def deployment(self, variant: str) -> Path:
+        """The routing state the gateway follows (written by `serving_deployment`):
+        ``serving/<variant>/deployment.json``."""
+        return self.serving(variant) / "deployment.json"
+
+    def gateway_trip(self, variant: str) -> Path:
+        """The gateway's own record of a canary it set to 0% on a burst of 5xx:
+        ``serving/<variant>/trip.json``."""
+        return self.serving(variant) / "trip.json"
+
+    def gateway_endpoint(self, variant: str) -> Path:
+        """Where the running gateway of a variant listens (written by `serve`):
+        ``serving/<variant>/gateway.json``."""
+        return self.serving(variant) / "gateway.json"
+
+    def rollout_diagnostics(self, variant: str, name: str) -> Path:
+        """Evidence saved before a canary is set to 0%:
+        ``serving/<variant>/diagnostics/<name>/``."""
+        return self.serving(variant) / "diagnostics" / check_segment(name, "diagnostics")

@@ -108,3 +108,16 @@ def add_to_landing(path: Path, landing: Path, source: str, batch: str | None = N
         else:
             shutil.copy2(path, staged / path.name, follow_symlinks=False)
     return batch_key(source, batch)
+
+
+def write_landing_batch(landing: Path, source: str, batch: str, files: dict[str, bytes]) -> str:
+    """Write `files` (name -> bytes) as a new batch, atomically like `add_to_landing`;
+    returns its key."""
+    batch = check_segment(batch, "batch")
+    final = landing / check_segment(source, "source") / batch
+    if final.exists():
+        raise FileExistsError(f"batch {source}/{batch} is already in the landing zone: {final}")
+    with staged_dir(final) as staged:
+        for name, data in files.items():
+            (staged / name).write_bytes(data)
+    return batch_key(source, batch)

@@ -266,6 +266,7 @@ def create_backend_app(config: BackendConfig, load_in_background: bool = True) -
             log.info(
                 "request",
                 extra={
+                    "request_id": rid,
                     "endpoint": "chat" if chat else "completions",
                     "status": status,
                     "prompt": text_fingerprint(prompt),

@@ -26,24 +26,14 @@ from dataclasses import dataclass, field
 
 import torch
 
+from llama_assets.serving.sampling import SamplingParams
+
 log = logging.getLogger(__name__)
 
 FINISH_STOP = "stop"
 FINISH_LENGTH = "length"
 FINISH_ABORT = "abort"
 FINISH_ERROR = "error"
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """OpenAI's sampling fields (vLLM's defaults: temperature 1, top_p 1)."""
-
-    max_tokens: int = 16
-    temperature: float = 1.0
-    top_p: float = 1.0
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
-    ignore_eos: bool = False
 
 
 @dataclass

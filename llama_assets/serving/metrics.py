@@ -26,11 +26,13 @@ from __future__ import annotations
 import os
 import resource
 import sys
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
-from llama_assets.serving.engine import EngineObserver, Sequence
+if TYPE_CHECKING:  # the gateway's process imports this module without torch
+    from llama_assets.serving.engine import Sequence
 
 # vLLM V1's buckets (vllm/v1/metrics/loggers.py), with finer ones prepended where a
 # small model on a CPU answers below vLLM's lowest bucket.
@@ -53,8 +55,8 @@ ENGINE_LABELS = ("model_name", "engine")
 VERSION_LABELS = ("variant", "version", "role")
 
 
-class EngineMetrics(EngineObserver):
-    """vLLM's metric names, fed by the batching loop."""
+class EngineMetrics:
+    """vLLM's metric names, fed by the batching loop (an `engine.EngineObserver`)."""
 
     def __init__(self, registry: CollectorRegistry, model_name: str, device: str = "cpu"):
         labels = {"model_name": model_name, "engine": "0"}

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from llama_assets.serving.engine import SamplingParams
+from llama_assets.serving.sampling import SamplingParams
 
 MAX_TOKENS_DEFAULT = 16  # OpenAI's and vLLM's default for /v1/completions
 

@@ -61,3 +61,23 @@ def backends(model_root, versions):
     for server in servers.values():
         server.stop()
     torch.set_num_threads(threads)
+
+
+def start_gateway(tmp_path: Path, urls: dict[str, str], route, safety=None, **config):
+    """A gateway in this process following `route` (written first) over `urls`."""
+    from llama_assets.serving.gateway import GatewayConfig, StaticBackends, create_gateway_app
+    from llama_assets.serving.routing import write_state
+
+    layout = DataLayout(tmp_path / "gw-data")
+    write_state(layout.deployment(VARIANT), route)
+    gateway_config = GatewayConfig(
+        variant=VARIANT,
+        deployment_path=layout.deployment(VARIANT),
+        trip_path=layout.gateway_trip(VARIANT),
+        **config,
+    )
+    app = create_gateway_app(gateway_config, StaticBackends(urls), safety=safety)
+    server = ServerThread(app).start("/health/ready")
+    server.layout = layout
+    server.app = app
+    return server
