@@ -14,7 +14,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export LLAMA_DATA_ROOT ?= $(CURDIR)/data
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo test ui prod-local lint format bench clean-data
+.PHONY: install demo test ui prod-local lint format bench clean-data monitoring-tools
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,8 +28,17 @@ install: $(STAMP)
 demo: install
 	$(BIN)/llama-platform demo
 
-test: install
+test: install monitoring-tools
 	$(BIN)/python -m pytest
+
+# Debian's prometheus (promtool comes with it): the alert rules' unit tests and the
+# test that scrapes the gateway with a real Prometheus. Installed once, quietly.
+monitoring-tools:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+	    prometheus >/dev/null; }
 
 ui: install
 	@$(BIN)/python -c "from llama_assets.instance import open_instance; open_instance()"

@@ -184,3 +184,8 @@ class DataLayout:
         """Evidence saved before a canary is set to 0%:
         ``serving/<variant>/diagnostics/<name>/``."""
         return self.serving(variant) / "diagnostics" / check_segment(name, "diagnostics")
+
+    def prometheus_targets(self, variant: str) -> Path:
+        """The variant's backends for Prometheus' file discovery (written by `serve`):
+        ``serving/targets/<variant>.json``."""
+        return self.root / "serving" / "targets" / f"{check_segment(variant, 'variant')}.json"

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from llama_assets.base.atomic import atomic_write_json
 from llama_assets.base.layout import DataLayout
 from llama_assets.serving.gateway import BackendLauncher
 
@@ -59,6 +60,7 @@ class ProcessLauncher(BackendLauncher):
         self.drain_s = drain_s
         self.processes: dict[str, BackendProcess] = {}
         self.restarts: dict[str, int] = {}
+        self._written_targets: list | None = None
 
     def start(self, version: str) -> BackendProcess:
         port = free_port()
@@ -102,7 +104,21 @@ class ProcessLauncher(BackendLauncher):
                 backend.leaving_since = now
             elif now - backend.leaving_since > self.drain_s:
                 await asyncio.to_thread(self.stop, version)
+        self.write_targets()
         return {v: self.processes[v].url for v in versions}
+
+    def write_targets(self) -> None:
+        """Prometheus file discovery: every running backend, labelled by version."""
+        targets = [
+            {
+                "targets": [b.url.removeprefix("http://")],
+                "labels": {"variant": self.variant, "version": v},
+            }
+            for v, b in sorted(self.processes.items())
+        ]
+        if targets != self._written_targets:
+            atomic_write_json(self.layout.prometheus_targets(self.variant), targets)
+            self._written_targets = targets
 
     def stop(self, version: str) -> None:
         backend = self.processes.pop(version, None)
