@@ -374,6 +374,75 @@ def serve(
         raise ExpectedStop(str(error)) from error
 
 
+@cli.group(
+    help="Roll a version out behind the gateway, or back: canary stages judged by the canary "
+    "sensor, blue-green switches; each move is a run of serving_deployment."
+)
+def rollout() -> None:
+    pass
+
+
+def _rollout(variant: str, **command) -> None:
+    from llama_assets.deployment.rollout import RolloutRefused
+    from llama_assets.deployment.rollout_assets import run_rollout_command
+
+    try:
+        state = run_rollout_command(_instance(), _resources(), variant, **command)
+    except RolloutRefused as error:
+        raise ExpectedStop(f"rollout {command['action']} refused: {error}", exit_code=1) from error
+    _print_route(state)
+
+
+def _print_route(state) -> None:
+    canary = (
+        f", {'preview' if state.strategy == 'blue_green' else 'canary'} {state.canary} at "
+        f"{state.canary_weight:g}%"
+        if state.canary
+        else ""
+    )
+    click.echo(f"{state.variant}: stable {state.stable}{canary} ({state.status}, revision "
+               f"{state.revision})")  # fmt: skip
+    for move in list(state.history)[-10:]:
+        click.echo(f"  {move['at']}  {move['action']:<11} {move.get('version') or '':<13} "
+                   f"{move['canary_weight']:>5g}%  {move['reason']}")  # fmt: skip
+
+
+variant_option = click.option("--variant", default="tiny", type=click.Choice(_variant_names()))
+reason_option = click.option("--reason", default="", help="why (kept in the history)")
+
+
+@rollout.command("status", help="The routing state and its last moves.")
+@variant_option
+def rollout_status(variant: str) -> None:
+    from llama_assets.base.layout import DataLayout
+    from llama_assets.serving.routing import read_state
+
+    _print_route(read_state(DataLayout(data_root()).deployment(variant), variant))
+
+
+def _rollout_command(name: str, action: str, help_text: str, version: bool = False):
+    def command(variant: str, reason: str, version: str | None = None) -> None:
+        _rollout(variant, action=action, reason=reason or f"{name} from the CLI",
+                 version=version or "")  # fmt: skip
+
+    command = reason_option(variant_option(command))
+    if version:
+        command = click.option(
+            "--version", "version", help="the version (default: the release candidate)"
+        )(command)
+    return rollout.command(name, help=help_text)(command)
+
+
+_rollout_command("canary", "canary", "Start a canary of a version (1%, then the sensor).", True)
+_rollout_command("blue-green", "blue_green", "Stage a version at 0% for a blue-green switch.", True)
+_rollout_command("switch", "switch", "Blue-green: pre-switch analysis, then all traffic at once.")
+_rollout_command("switch-back", "switch_back", "Blue-green: all traffic back at once.")
+_rollout_command("abort", "abort", "Roll the canary back to 0% (diagnostics saved first).")
+_rollout_command("pause", "pause", "Hold the canary at its weight.")
+_rollout_command("resume", "resume", "Continue a paused rollout.")
+_rollout_command("promote", "promote", "Make the canary stable now and move the champion alias.")
+
+
 def print_summary(variants) -> None:
     from llama_assets.status import demo_summary
 

@@ -8,11 +8,12 @@ import dagster as dg
 
 from llama_assets.base.settings import data_root
 from llama_assets.executors import executor_from_env
-from llama_assets.jobs import ALL_ASSETS, batch_job, dataset_job, model_job
+from llama_assets.jobs import ALL_ASSETS, batch_job, dataset_job, model_job, rollout_job
 from resources.device import DeviceResource
 from resources.embedder import EmbedderResource
 from resources.storage import LocalDataRoot
 from resources.vector_store import LanceDBResource
+from sensors.canary import canary_sensor
 from sensors.dead_runs import dead_run_sensor
 from sensors.dedup_order import dedup_order_sensor
 from sensors.drift import drift_sensor
@@ -44,7 +45,7 @@ def resources_for(env: str | None = None) -> dict:
 
 defs = dg.Definitions(
     assets=with_freshness_policies(ALL_ASSETS),
-    jobs=[batch_job, dataset_job, model_job],
+    jobs=[batch_job, dataset_job, model_job, rollout_job],
     schedules=[landing_reconciliation],
     sensors=[
         dead_run_sensor,
@@ -54,6 +55,7 @@ defs = dg.Definitions(
         freshness_sensor,
         drift_sensor,
         dedup_order_sensor,
+        canary_sensor,
     ],
     resources=resources_for(),
     executor=executor_from_env(),

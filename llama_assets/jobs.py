@@ -20,6 +20,7 @@ from llama_assets.curate.assets import (
     validated_documents,
 )
 from llama_assets.deployment.assets import eval_report, promoted_model
+from llama_assets.deployment.rollout_assets import serving_deployment
 from llama_assets.ingest.assets import raw_documents
 from llama_assets.partitions import batch_partitions, variant_partitions
 from llama_assets.retrieval.assets import chunks, embeddings, rag_index
@@ -40,6 +41,7 @@ ALL_ASSETS = [
     finetuned_checkpoint,
     eval_report,
     promoted_model,
+    serving_deployment,
 ]
 BATCH_ASSETS = [a for a in ALL_ASSETS if a.partitions_def == batch_partitions]
 """Every asset partitioned by landing batch: the batch pipeline."""
@@ -67,9 +69,17 @@ model_job = dg.define_asset_job(
     "train_evaluate_promote",
     selection=dg.AssetSelection.assets(*VARIANT_ASSETS),
     partitions_def=variant_partitions,
-    description="Fine-tune a variant, evaluate it, and move its champion alias if the gate passes.",
+    description="Fine-tune a variant, evaluate it, make it the release candidate if the gate "
+    "passes, and start its rollout.",
 )
-JOBS = [batch_job, dataset_job, model_job]
+rollout_job = dg.define_asset_job(
+    "serving_rollout",
+    selection=dg.AssetSelection.assets(serving_deployment),
+    partitions_def=variant_partitions,
+    description="One move of a variant's rollout (advance, promote, abort, pause, resume, "
+    "blue-green switch or switch back), decided by the canary sensor or a person.",
+)
+JOBS = [batch_job, dataset_job, model_job, rollout_job]
 
 
 def job_for(partitions_def: dg.PartitionsDefinition | None) -> dg.UnresolvedAssetJobDefinition:

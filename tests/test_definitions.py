@@ -31,7 +31,9 @@ def test_the_code_location_loads_and_validates():
 
 def test_every_job_resolves_to_its_assets():
     jobs = {job.name: job for job in defs.resolve_all_job_defs() if not job.name.startswith("__")}
-    assert set(jobs) == {"batch_pipeline", "training_dataset_snapshot", "train_evaluate_promote"}
+    assert set(jobs) == {
+        "batch_pipeline", "training_dataset_snapshot", "train_evaluate_promote", "serving_rollout"
+    }  # fmt: skip
     selected = {
         name: {key.to_user_string() for key in job.asset_layer.selected_asset_keys}
         for name, job in jobs.items()
@@ -42,8 +44,9 @@ def test_every_job_resolves_to_its_assets():
     }  # fmt: skip
     assert selected["training_dataset_snapshot"] == {"training_dataset"}
     assert selected["train_evaluate_promote"] == {
-        "finetuned_checkpoint", "eval_report", "promoted_model"
+        "finetuned_checkpoint", "eval_report", "promoted_model", "serving_deployment"
     }  # fmt: skip
+    assert selected["serving_rollout"] == {"serving_deployment"}
     assert jobs["batch_pipeline"].partitions_def.name == "batches"
 
 
@@ -58,6 +61,7 @@ def test_every_sensor_and_schedule_targets_a_job_of_the_location(tmp_path, monke
         "freshness_sensor",
         "drift_sensor",
         "dedup_order_sensor",
+        "canary_sensor",
     }
     jobs = {job.name for job in defs.resolve_all_job_defs()}
     for sensor in sensors.values():

@@ -16,7 +16,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ["ingest", "curate", "retrieval", "training", "serving", "deployment"]
-ASSET_MODULES = {"assets.py", "drift_assets.py"}
+ASSET_MODULES = {"assets.py", "drift_assets.py", "rollout_assets.py"}
 """The Dagster-facing modules of a stage; the rest of a stage is pure."""
 
 

@@ -189,3 +189,8 @@ class DataLayout:
         """The variant's backends for Prometheus' file discovery (written by `serve`):
         ``serving/targets/<variant>.json``."""
         return self.root / "serving" / "targets" / f"{check_segment(variant, 'variant')}.json"
+
+    def rollout_policy(self, variant: str) -> Path:
+        """An operator's rollout policy (steps, minimum samples and durations, judge
+        thresholds), JSON; the defaults without it: ``serving/<variant>/policy.json``."""
+        return self.serving(variant) / "policy.json"

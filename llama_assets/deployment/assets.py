@@ -9,7 +9,7 @@ from evals.gate import evaluate_gate
 from evals.report import render_markdown
 from evals.suite import quality, serving
 from llama_assets.base.atomic import atomic_write_json, atomic_write_text
-from llama_assets.deployment.registry import promote, read_aliases
+from llama_assets.deployment.registry import nominate, promote, read_aliases
 from llama_assets.partitions import variant_partitions
 from llama_assets.policies import GPU_OP_TAGS, GPU_POOL
 from llama_assets.retrieval.assets import rag_index
@@ -151,9 +151,12 @@ def eval_report(
     deps=[eval_report],
     group_name="deployment",
     kinds={"json"},
-    description="The variant's champion alias: moves to the newest checkpoint only when "
-    "its eval report passes the gate against the current champion's. History is kept "
-    "in `models/<variant>/aliases.json`; `llama-platform rollback` moves it back.",
+    description="The variant's release: the newest checkpoint becomes the release candidate "
+    "when its eval report passes the gate against the current champion's, and "
+    "`serving_deployment` rolls it out; the champion alias moves only when the rollout "
+    "reaches 100% (the first champion, with nothing serving yet, is promoted at once). "
+    "History is kept in `models/<variant>/aliases.json`; `llama-platform rollback` "
+    "moves it back.",
 )
 def promoted_model(
     context: dg.AssetExecutionContext, storage: LocalDataRoot
@@ -166,6 +169,8 @@ def promoted_model(
     champion_version = aliases["champion"]
     if champion_version == version:
         decision, action = None, "already champion"
+    elif aliases.get("candidate") == version:
+        decision, action = None, "already the release candidate"
     else:
         champion = (
             json.loads((layout.reports(variant, champion_version) / "report.json").read_text())
@@ -173,13 +178,18 @@ def promoted_model(
             else None
         )
         decision = evaluate_gate(challenger, champion)
-        if decision.passed:
+        if decision.passed and champion_version:
+            aliases = nominate(
+                layout.aliases(variant),
+                version,
+                reason=f"passed the gate against champion {champion_version}",
+            )
+            action = "release candidate"
+        elif decision.passed:
             aliases = promote(
                 layout.aliases(variant),
                 version,
-                reason=f"passed the gate against champion {champion_version}"
-                if champion_version
-                else "first champion: passed the gate against its base model",
+                reason="first champion: passed the gate against its base model",
             )
             action = "promoted"
         else:
@@ -188,6 +198,7 @@ def promoted_model(
     return dg.MaterializeResult(
         metadata={
             "champion": str(aliases["champion"]),
+            "candidate": str(aliases.get("candidate")),
             "challenger": version,
             "action": action,
             "gate_passed": dg.MetadataValue.bool(decision.passed if decision else True),

@@ -1,7 +1,9 @@
 """The champion alias of each variant, with its full history.
 
-``models/<variant>/aliases.json`` holds the current champion and every move of
-the alias (promotion or rollback), newest last, so a rollback is a single
+``models/<variant>/aliases.json`` holds the current champion, the release
+candidate (a version that passed the gate and is being rolled out; the alias
+moves to it only when its rollout reaches 100%) and every move of the alias
+(candidate, promotion or rollback), newest last, so a rollback is a single
 atomic rewrite of one small file and nothing is ever deleted.
 """
 
@@ -36,12 +38,31 @@ def _move(path: Path, version: str, action: str, reason: str) -> dict:
         }
     )
     aliases["champion"] = version
+    if aliases.get("candidate") == version:
+        aliases["candidate"] = None
     atomic_write_json(path, aliases)
     return aliases
 
 
 def promote(path: Path, version: str, reason: str) -> dict:
     return _move(path, version, "promote", reason)
+
+
+def nominate(path: Path, version: str, reason: str) -> dict:
+    """Make `version` the release candidate; the champion stays until its rollout ends."""
+    aliases = read_aliases(path)
+    aliases["history"].append(
+        {
+            "version": version,
+            "action": "candidate",
+            "reason": reason,
+            "previous": aliases["champion"],
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+    )
+    aliases["candidate"] = version
+    atomic_write_json(path, aliases)
+    return aliases
 
 
 def rollback(path: Path, reason: str = "manual rollback") -> dict:
@@ -57,3 +78,22 @@ def rollback(path: Path, reason: str = "manual rollback") -> dict:
                 return _move(path, entry["previous"], "rollback", reason)
             break
     raise RollbackError(f"{path}: {current} is the first champion; nothing to roll back to")
+
+
+def withdraw(path: Path, version: str, reason: str) -> dict:
+    """`version` is no longer the release candidate (its rollout was rolled back)."""
+    aliases = read_aliases(path)
+    if aliases.get("candidate") != version:
+        return aliases
+    aliases["history"].append(
+        {
+            "version": version,
+            "action": "withdraw",
+            "reason": reason,
+            "previous": aliases["champion"],
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+    )
+    aliases["candidate"] = None
+    atomic_write_json(path, aliases)
+    return aliases

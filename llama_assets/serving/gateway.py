@@ -210,6 +210,9 @@ def create_gateway_app(
                 if route.stable is None and route.canary is None and config.fallback_stable:
                     route = RouteState(variant, stable=config.fallback_stable, reason="champion")
                 state.route, state.route_mtime = route, mtime  # one assignment: atomic switch
+                if state.tripped and state.tripped.get("version") != route.canary:
+                    state.tripped = None  # that canary is gone; a new one starts untripped
+                    state.canary_errors.clear()
                 log.info(
                     "routing state",
                     extra={
@@ -221,7 +224,9 @@ def create_gateway_app(
                     },
                 )
             if state.tripped is None and config.trip_path.exists():
-                state.tripped = json.loads(config.trip_path.read_text())
+                trip = json.loads(config.trip_path.read_text())
+                if trip.get("version") == state.route.canary:  # a restarted gateway keeps it
+                    state.tripped = trip
             state.urls = await state.launcher.ensure(state.route.versions)
             state.follow_error = None
         except (OSError, ValueError) as exc:  # a bad file keeps the last good route

@@ -55,6 +55,7 @@ class RouteState:
     revision: int = 0
     updated_at: str = field(default_factory=now_iso)
     stage_started_at: str = field(default_factory=now_iso)
+    rollout_started_at: str | None = None  # when the current canary or preview appeared
     switched_at: str | None = None  # blue-green: when the preview took all traffic
     policy: dict[str, Any] = field(default_factory=dict)
     history: tuple[dict[str, Any], ...] = ()
@@ -72,12 +73,16 @@ class RouteState:
         data = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**{**data, "history": tuple(data.get("history", ()))})
 
-    def moved(self, action: str, reason: str, **changes: Any) -> RouteState:
-        """The next state: `changes` applied, revision + 1, the move appended to history."""
+    def moved(
+        self, action: str, reason: str, version: str | None = None, **changes: Any
+    ) -> RouteState:
+        """The next state: `changes` applied, revision + 1, the move (of `version`)
+        appended to history."""
         at = now_iso()
         entry = {
             "revision": self.revision + 1,
             "action": action,
+            "version": version,
             "reason": reason,
             "at": at,
             "stable": changes.get("stable", self.stable),

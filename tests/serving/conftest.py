@@ -63,13 +63,17 @@ def backends(model_root, versions):
     torch.set_num_threads(threads)
 
 
-def start_gateway(tmp_path: Path, urls: dict[str, str], route, safety=None, **config):
-    """A gateway in this process following `route` (written first) over `urls`."""
+def start_gateway(tmp_path: Path, urls: dict[str, str], route, safety=None, layout=None, **config):
+    """A gateway in this process following `route` (written first unless None) over
+    `urls`; its address goes where the control plane looks for it."""
+    import json
+
     from llama_assets.serving.gateway import GatewayConfig, StaticBackends, create_gateway_app
     from llama_assets.serving.routing import write_state
 
-    layout = DataLayout(tmp_path / "gw-data")
-    write_state(layout.deployment(VARIANT), route)
+    layout = layout or DataLayout(tmp_path / "gw-data")
+    if route is not None:
+        write_state(layout.deployment(VARIANT), route)
     gateway_config = GatewayConfig(
         variant=VARIANT,
         deployment_path=layout.deployment(VARIANT),
@@ -78,6 +82,7 @@ def start_gateway(tmp_path: Path, urls: dict[str, str], route, safety=None, **co
     )
     app = create_gateway_app(gateway_config, StaticBackends(urls), safety=safety)
     server = ServerThread(app).start("/health/ready")
+    layout.gateway_endpoint(VARIANT).write_text(json.dumps({"url": server.url}))
     server.layout = layout
     server.app = app
     return server
