@@ -79,7 +79,9 @@ rollout_job = dg.define_asset_job(
     description="One move of a variant's rollout (advance, promote, abort, pause, resume, "
     "blue-green switch or switch back), decided by the canary sensor or a person.",
 )
-JOBS = [batch_job, dataset_job, model_job, rollout_job]
+JOBS = [batch_job, dataset_job, model_job]
+"""The jobs that bring assets up to date (`run` plans with them); `rollout_job` only moves
+a rollout, one command at a time."""
 
 
 def job_for(partitions_def: dg.PartitionsDefinition | None) -> dg.UnresolvedAssetJobDefinition:
