@@ -236,6 +236,8 @@ def rollback(variant: str, reason: str) -> None:
     except RollbackError as error:
         raise ExpectedStop(f"rollback refused: {error}", exit_code=1) from error
     click.echo(f"{variant}: champion is now {aliases['champion']}")
+    if _resources()["storage"].layout.deployment(variant).exists():
+        _rollout(variant, action="sync", reason=f"champion rolled back: {reason}")
 
 
 def _chunks_table():

@@ -86,7 +86,7 @@ def stop_process(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(10)
+            proc.wait(30)  # `serve` stops its backends first
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
