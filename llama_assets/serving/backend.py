@@ -105,9 +105,10 @@ class BackendState:
                 self.config.device,
                 max_batch_size=self.config.max_batch_size,
                 batch_wait_s=self.config.batch_wait_ms / 1000,
-                observer=self.metrics,
             )
             engine.start()
+            warm_up(engine)
+            engine.observer = self.metrics  # the warm-up is no request of anyone's
         except Exception as exc:
             self.load_error = f"{type(exc).__name__}: {exc}"
             log.error("model failed to load", extra={"error": self.load_error})
@@ -122,6 +123,20 @@ class BackendState:
 
     def ready(self) -> bool:
         return self.engine is not None and self.engine.alive() and not self.draining
+
+
+def warm_up(engine: BatchingEngine) -> None:
+    """One short generation before the backend says it is ready, as vLLM profiles a run at
+    start: the first real request should not pay for lazy initialisation."""
+    from llama_assets.serving.sampling import SamplingParams
+
+    done = threading.Event()
+    ids = engine.tokenizer("warm up")["input_ids"] or [engine.pad_id]
+    engine.submit(
+        Sequence(ids, SamplingParams(max_tokens=2, temperature=0), lambda _d, f: f and done.set())
+    )
+    if not done.wait(120):
+        raise RuntimeError("the warm-up generation did not finish in 120 s")
 
 
 def create_backend_app(config: BackendConfig, load_in_background: bool = True) -> FastAPI:

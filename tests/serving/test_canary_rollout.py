@@ -8,6 +8,7 @@ saved; a blue-green switch and the switch back under load lose no request."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import threading
 
@@ -35,7 +36,7 @@ POLICY = RolloutPolicy(
         Step(1, "1-5%", 2, 0), Step(5, "1-5%", 3, 0), Step(10, "10-25%", 3, 0),
         Step(25, "10-25%", 3, 0), Step(50, "50%", 3, 0), Step(100, "100%", 3, 0),
     ),
-    thresholds=JudgeThresholds(alpha=0.01, small_effect=0.6, large_effect=0.6, p99_ratio=3.0,
+    thresholds=JudgeThresholds(alpha=0.001, small_effect=0.6, large_effect=0.6, p99_ratio=3.0,
                                p99_slack_s=0.25, min_baseline_samples=10),
     smoke_requests=5,
     post_switch=Step(100, "post-switch", 5, 0),
@@ -132,7 +133,11 @@ def test_a_faulty_canary_is_rolled_back_at_the_first_stage_with_diagnostics(
     rollout_root, instance, model_root, backends, versions
 ):
     layout, (stable, canary) = rollout_root, versions
-    faulty = backend_thread(model_root, canary, inject_error_rate=0.5, inject_delay_ms=30)
+    # The first stage at its upper weight (5%) with 5 requests to judge: 0 errors in 5 at
+    # an 80% error rate (the only way this canary could pass) has a chance of 3 in 10,000.
+    policy = dataclasses.replace(POLICY, steps=(Step(5, "1-5%", 5, 0), *POLICY.steps[2:]))
+    layout.rollout_policy(VARIANT).write_text(json.dumps(policy.to_json()))
+    faulty = backend_thread(model_root, canary, inject_error_rate=0.8, inject_delay_ms=30)
     move(instance, layout)
     gateway = start_gateway(
         layout.root, {stable: backends[stable], canary: faulty.url}, None, layout=layout
@@ -151,7 +156,7 @@ def test_a_faulty_canary_is_rolled_back_at_the_first_stage_with_diagnostics(
         assert (state.stable, state.canary, state.canary_weight) == (stable, None, 0.0)
         aborted = state.history[-1]
         assert aborted["action"] == "abort" and aborted["version"] == canary
-        assert state.history[-2]["canary_weight"] == 1.0  # it never left the first stage
+        assert state.history[-2]["canary_weight"] == 5.0  # it never left the first stage
         # Diagnostics were saved first: metrics, samples, the decision.
         [saved] = list((layout.serving(VARIANT) / "diagnostics").iterdir())
         decision = json.loads((saved / "decision.json").read_text())
