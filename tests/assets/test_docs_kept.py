@@ -86,9 +86,17 @@ def test_documentation_is_kept_and_nothing_personal_is_written(layout, instance,
     land(layout, KEY, files)
     raw_text = "\n".join(files.values())
     assert all(value in raw_text for value in PLANTED)
-    instance.add_dynamic_partitions(BATCHES, [KEY])
-    assert dg.materialize(BATCH_ASSETS, instance=instance, resources=resources, partition_key=KEY)
+    # A source that opts out of the index: trained on, never searchable.
+    layout.sources_config.parent.mkdir(parents=True, exist_ok=True)
+    layout.sources_config.write_text("[sources.private]\nuse_for_index = false\n")
+    land(layout, "private/p1", {"notes.md": topic(3)})
+    instance.add_dynamic_partitions(BATCHES, [KEY, "private/p1"])
+    for key in (KEY, "private/p1"):
+        assert dg.materialize(
+            BATCH_ASSETS, instance=instance, resources=resources, partition_key=key
+        )
     assert dg.materialize([training_dataset], instance=instance, resources=resources)
+    private = make_doc_id("private", "p1", "notes.md", 0)
 
     def doc(path: str, record: int = 0) -> str:
         return make_doc_id("manual", "v1", path, record)
@@ -111,7 +119,14 @@ def test_documentation_is_kept_and_nothing_personal_is_written(layout, instance,
         for split in ("train", "validation")
         for d in pl.read_parquet(layout.training_dataset / split / "*.parquet")["doc_id"]
     }
-    assert trained == {doc("tutorial.md"), doc("records.jsonl", 0), doc("records.jsonl", 1)}
+    assert trained == {
+        doc("tutorial.md"),
+        doc("records.jsonl", 0),
+        doc("records.jsonl", 1),
+        private,
+    }
+    assert private not in set(chunks["doc_id"])
+    trained.discard(private)
     assert trained == set(shards.filter("for_training")["doc_id"])
     not_trained = shards.filter(~pl.col("for_training"))
     assert not_trained["training_exclusion"].str.starts_with("quality:").all()
@@ -121,12 +136,19 @@ def test_documentation_is_kept_and_nothing_personal_is_written(layout, instance,
         event = instance.get_latest_materialization_event(dg.AssetKey(name))
         return {k: v.value for k, v in event.asset_materialization.metadata.items()}
 
-    validated = metadata("validated_documents")
+    def for_batch(name: str, key: str) -> dict:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(name), asset_partitions=[key]), limit=1
+        ).records
+        return {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
+
+    validated = for_batch("validated_documents", KEY)
     assert (validated["for_index"], validated["for_training"]) == (len(english), 3)
     assert validated["not_for_training"] == len(english) - 3
     assert validated["language_sources"]["declared"] >= 1
-    assert metadata("clean_shards")["for_training"] == 3
-    assert metadata("chunks")["documents"] == len(english)
+    assert for_batch("clean_shards", KEY)["for_training"] == 3
+    assert for_batch("chunks", KEY)["documents"] == len(english)
+    assert for_batch("chunks", "private/p1")["documents_not_indexed"] == 1
     assert metadata("training_dataset")["clean_documents_not_trained"] == len(english) - 3
 
     # Masked everywhere past the validated stage: titles too (in the index, whose
