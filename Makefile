@@ -14,7 +14,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export LLAMA_DATA_ROOT ?= $(CURDIR)/data
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo test ui prod-local lint format bench clean-data monitoring-tools
+.PHONY: install demo test chromium ui prod-local lint format bench clean-data monitoring-tools
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,7 @@ install: $(STAMP)
 demo: install
 	$(BIN)/llama-platform demo
 
-test: install monitoring-tools
+test: install monitoring-tools chromium
 	$(BIN)/python -m pytest
 
 # Debian's prometheus (promtool comes with it): the alert rules' unit tests and the
@@ -39,6 +39,14 @@ monitoring-tools:
 	  $$SUDO apt-get update -qq >/dev/null && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
 	    prometheus >/dev/null; }
+
+# The UI tests drive Debian's chromium with Playwright (Playwright's own browser
+# download cannot work here); installed once, quietly.
+chromium:
+	@test -x /usr/bin/chromium || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 ui: install
 	@$(BIN)/python -c "from llama_assets.instance import open_instance; open_instance()"

@@ -148,6 +148,8 @@ class Topology:
     pg_password: str = ""
     extra_env: dict[str, str] = field(default_factory=dict)
     gpus: int = 1
+    stopped_sensors: tuple[str, ...] = ()
+    """Sensors turned off before the daemon starts (tests that drive runs themselves)."""
     s3_endpoint: str = ""
     webserver_url: str = ""
     grpc_port: int = 0
@@ -313,6 +315,13 @@ class Topology:
             f"      location_name: {LOCATION}\n"
         )
         wait_until(lambda: self._code_server_up(), "the code server", 180, code)
+        for sensor in self.stopped_sensors:
+            subprocess.run(
+                [str(BIN / "dagster"), "sensor", "stop", sensor, "-w", str(self.workspace)],
+                env=env,
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
         daemon = self.processes.start(
             "daemon", [str(BIN / "dagster-daemon"), "run", "-w", str(self.workspace)], env
         )

@@ -12,7 +12,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from llama_assets.base.layout import DataLayout
+from llama_assets.partitions import BATCHES
 from scripts.prod_local import Topology, drop_database
+from tests.landing import jsonl, land, topic
+
+BATCH_KEYS = ["pg/b1", "pg/b2", "pg/b3"]
 
 
 @pytest.fixture(scope="session")
@@ -21,7 +26,11 @@ def topology(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("prod_local")
     # One run per landing batch: the tests name their partitions.
     topo = Topology(
-        workdir=Path(workdir), database=database, extra_env={"LLAMA_COALESCE_WINDOW_SECONDS": "0"}
+        workdir=Path(workdir),
+        database=database,
+        extra_env={"LLAMA_COALESCE_WINDOW_SECONDS": "0"},
+        # Drifting test batches would start fine-tunes no test waits for.
+        stopped_sensors=("drift_sensor",),
     )
     topo.start(fresh=True)
     try:
@@ -35,6 +44,27 @@ def topology(tmp_path_factory):
 def prod_instance(topology):
     with topology.instance() as instance:
         yield instance
+
+
+@pytest.fixture(scope="session")
+def sensor_batches(topology, prod_instance):
+    """Three small batches landed; the daemon's landing_zone_sensor registers them
+    and runs the batch pipeline for each. Returns the keys and the sensor's runs."""
+    instance = prod_instance
+    layout = DataLayout(Path(topology.data_root))
+    for i, key in enumerate(BATCH_KEYS):
+        land(layout, key, {"docs.jsonl": jsonl({"id": f"d{i}", "text": topic(10 + i)})})
+    wait_for(
+        lambda: set(BATCH_KEYS) <= set(instance.get_dynamic_partitions(BATCHES)),
+        "landing_zone_sensor registers the three batches",
+    )
+    sensor_filter = dg.RunsFilter(tags={"dagster/sensor_name": "landing_zone_sensor"})
+    runs = wait_for(
+        lambda: runs if len(runs := instance.get_runs(sensor_filter)) == 3 else None,
+        "the sensor's three runs",
+    )
+    assert_succeeded(instance, wait_for_runs(instance, [r.run_id for r in runs]))
+    return BATCH_KEYS, runs
 
 
 def wait_for_runs(instance, run_ids, timeout: float = 300) -> list[dg.DagsterRun]:

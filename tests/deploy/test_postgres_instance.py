@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from pathlib import Path
 
 import boto3
 import dagster as dg
@@ -15,7 +14,6 @@ from dagster._core.storage.tags import PARTITION_NAME_TAG
 from dagster_aws.s3.compute_log_manager import S3ComputeLogManager
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
 
-from llama_assets.base.layout import DataLayout
 from llama_assets.curate.assets import (
     clean_shards,
     corpus_profile,
@@ -24,12 +22,9 @@ from llama_assets.curate.assets import (
 )
 from llama_assets.ingest.assets import raw_documents
 from llama_assets.jobs import BATCH_ASSETS
-from llama_assets.partitions import BATCHES
 from scripts.prod_local import COMPUTE_LOG_BUCKET
-from tests.deploy.conftest import assert_succeeded, wait_for, wait_for_runs
-from tests.landing import jsonl, land, topic
+from tests.deploy.conftest import assert_succeeded, wait_for
 
-KEYS = ["pg/b1", "pg/b2", "pg/b3"]
 BACKFILLED = [raw_documents, validated_documents, review_queue, corpus_profile, clean_shards]
 """The data stage: the backfill re-materialises it (embedding is covered by the sensor's runs)."""
 
@@ -58,36 +53,16 @@ def graphql(url: str, query: str, variables: dict) -> dict:
     return body["data"]
 
 
-def test_sensors_and_a_three_partition_backfill_run_on_postgres(topology, prod_instance):
+def test_sensors_and_a_three_partition_backfill_run_on_postgres(
+    topology, prod_instance, sensor_batches
+):
     instance = prod_instance
     assert isinstance(instance.run_storage, PostgresRunStorage)
     assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
     assert isinstance(instance.compute_log_manager, S3ComputeLogManager)
 
-    layout = DataLayout(Path(topology.data_root))
-    for i, key in enumerate(KEYS):
-        land(layout, key, {"docs.jsonl": jsonl({"id": f"d{i}", "text": topic(10 + i)})})
-
-    # The daemon's landing_zone_sensor registers each batch and requests its run.
-    wait_for(
-        lambda: set(KEYS) <= set(instance.get_dynamic_partitions(BATCHES)),
-        "landing_zone_sensor registers the three batches",
-    )
-    sensor_runs = wait_for(
-        lambda: (
-            runs
-            if len(
-                runs := instance.get_runs(
-                    dg.RunsFilter(tags={"dagster/sensor_name": "landing_zone_sensor"})
-                )
-            )
-            == 3
-            else None
-        ),
-        "the sensor's three runs",
-    )
-    assert_succeeded(instance, wait_for_runs(instance, [r.run_id for r in sensor_runs]))
-    assert sorted(r.tags[PARTITION_NAME_TAG] for r in sensor_runs) == KEYS
+    keys, sensor_runs = sensor_batches
+    assert sorted(r.tags[PARTITION_NAME_TAG] for r in sensor_runs) == keys
 
     # A backfill of the three partitions, launched as the UI launches one; the
     # daemon's backfill and run-queue daemons carry it out.
@@ -96,7 +71,7 @@ def test_sensors_and_a_three_partition_backfill_run_on_postgres(topology, prod_i
         LAUNCH_BACKFILL,
         {
             "params": {
-                "partitionNames": KEYS,
+                "partitionNames": keys,
                 "assetSelection": [{"path": a.key.path} for a in BACKFILLED],
             }
         },
@@ -113,16 +88,18 @@ def test_sensors_and_a_three_partition_backfill_run_on_postgres(topology, prod_i
     backfill_runs = instance.get_runs(dg.RunsFilter.for_backfill(backfill_id))
     assert_succeeded(instance, backfill_runs)
     assert done.status == BulkActionStatus.COMPLETED_SUCCESS
-    assert sorted(r.tags[PARTITION_NAME_TAG] for r in backfill_runs) == KEYS
+    assert sorted(r.tags[PARTITION_NAME_TAG] for r in backfill_runs) == keys
 
     # Each batch asset's partitions were materialised by the sensor's runs, and the
-    # backfilled ones once more.
+    # backfilled ones once more (other tests' runs on this instance not counted).
+    ours = {r.run_id for r in sensor_runs + backfill_runs}
     for asset in BATCH_ASSETS:
         counts = {}
-        for record in instance.fetch_materializations(asset.key, limit=100).records:
-            counts[record.partition_key] = counts.get(record.partition_key, 0) + 1
+        for record in instance.fetch_materializations(asset.key, limit=1000).records:
+            if record.run_id in ours:
+                counts[record.partition_key] = counts.get(record.partition_key, 0) + 1
         times = 2 if asset in BACKFILLED else 1
-        assert counts == {key: times for key in KEYS}, (asset.key, counts)
+        assert counts == {key: times for key in keys}, (asset.key, counts)
 
     # The steps' compute logs went to S3 through the instance's compute log manager.
     s3 = boto3.client("s3", endpoint_url=topology.s3_endpoint, **topology.boto_credentials())
