@@ -133,8 +133,22 @@ def run(variants, max_steps, max_tokens, dry_run: bool) -> None:
         _show_plan(runner, variants)
         return
     started = time.perf_counter()
-    ran = runner.run_pending(variants, _train_config(max_steps, max_tokens))
-    click.echo(f"done in {time.perf_counter() - started:.1f}s" if ran else "nothing pending")
+    outcome = runner.run_pending(variants, _train_config(max_steps, max_tokens))
+    if not outcome.ran and not outcome.stops:
+        click.echo("nothing pending")
+        return
+    click.echo(f"done in {time.perf_counter() - started:.1f}s")
+    _report_stops(outcome)
+
+
+def _report_stops(outcome) -> None:
+    """Each run that stopped, as a sentence, at the end; exit 1 when any did."""
+    if not outcome.stops:
+        return
+    click.echo(f"\n{len(outcome.stops)} run(s) stopped; everything else ran:", err=True)
+    for stop in outcome.stops:
+        click.echo(f"  - {stop.run.title}: {stop.reason}", err=True)
+    raise click.exceptions.Exit(1)
 
 
 def _show_plan(runner, variants) -> None:
@@ -164,9 +178,10 @@ def demo(variants, max_steps, max_tokens) -> None:
             key = add_to_landing(SAMPLE_DATA / part, landing, SAMPLE_SOURCE, part)
             click.echo(f"landed sample batch {key}")
     started = time.perf_counter()
-    _runner().run_pending(variants, _train_config(max_steps, max_tokens))
+    outcome = _runner().run_pending(variants, _train_config(max_steps, max_tokens))
     click.echo(f"\ngraph materialised in {time.perf_counter() - started:.1f}s\n")
     print_summary(variants)
+    _report_stops(outcome)
 
 
 @cli.command(help="Batches, models and champions, and what is stale.")
@@ -219,8 +234,9 @@ def backfill(partitions: str | None, start: str | None, end: str | None) -> None
     keys = list(runner.instance.get_dynamic_partitions(BATCHES))
     wanted = [k.strip() for k in partitions.split(",") if k.strip()] if partitions else None
     selected = select_batch_keys(keys, wanted, start, end)
-    runner.run_batches(selected)
-    click.echo(f"re-materialised {len(selected)} batch partition(s)")
+    outcome = runner.run_batches(selected)
+    click.echo(f"re-materialised {len(outcome.ran)} of {len(selected)} batch partition(s)")
+    _report_stops(outcome)
 
 
 @cli.command(help="Move a variant's champion alias back one promotion.")
@@ -492,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     """The console script: expected stops print a sentence and exit non-zero
     (1: a step or a refusal, 2: bad input)."""
     try:
-        cli.main(args=argv, prog_name="llama-platform", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="llama-platform", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         return 1
@@ -502,15 +518,24 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, FileExistsError, ValueError) as error:
         click.echo(f"error: {error}", err=True)
         return 2
+    except KeyboardInterrupt:
+        # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C.
+        click.echo("\nstopped by a signal", err=True)
+        return 130
     except Exception as error:
-        # StepFailed comes from the runner, imported only by the commands that run
-        # assets (`serve` starts without Dagster and torch).
+        # The runner's errors, imported only by the commands that run assets
+        # (`serve` starts without Dagster and torch).
         runner = sys.modules.get("llama_assets.runner")
         if runner is not None and isinstance(error, runner.StepFailed):
             click.echo(f"\nfailed: {error}", err=True)
             return 1
+        interrupts = sys.modules.get("llama_assets.interrupts")
+        if interrupts is not None and isinstance(error, interrupts.Interrupted):
+            click.echo(f"\n{error}", err=True)
+            return 130
         raise
-    return 0
+    # A command that ends with click's Exit (runs that stopped) returns its code.
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -26,7 +26,7 @@ from llama_assets.dead_runs import reap_dead_runs, run_tags
 from llama_assets.ingest.landing import scan_landing
 from llama_assets.jobs import ALL_ASSETS, JOBS, asset_graph, job_for
 from llama_assets.partitions import BATCHES, batch_partitions, variant_partitions
-from llama_assets.staleness import Staleness, find_stale
+from llama_assets.staleness import AssetPartition, Staleness, find_stale
 from llama_assets.training.assets import finetuned_checkpoint
 
 # Metadata worth a glance in the progress line of each asset.
@@ -63,7 +63,7 @@ QUIET_SECONDS = 10.0
 
 
 class StepFailed(RuntimeError):
-    pass
+    """A run stopped: a step failed or a blocking check did not pass."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,20 @@ class PlannedRun:
         if self.job_name == job_for(variant_partitions).name:
             return f"model variant: {self.partition}"
         return "training dataset"
+
+
+@dataclass(frozen=True)
+class Stop:
+    run: PlannedRun
+    reason: str
+
+
+@dataclass
+class Outcome:
+    """What one invocation ran, and what stopped (each with its sentence)."""
+
+    ran: list[PlannedRun] = field(default_factory=list)
+    stops: list[Stop] = field(default_factory=list)
 
 
 @dataclass
@@ -117,12 +131,15 @@ class Runner:
     def materialized(self, asset: dg.AssetsDefinition) -> set[str]:
         return set(self.instance.get_materialized_partitions(asset.key))
 
-    def staleness(self) -> Staleness:
-        return find_stale(self.instance, asset_graph())
+    def staleness(self, hold: Collection[AssetPartition] = ()) -> Staleness:
+        return find_stale(self.instance, asset_graph(), hold=hold)
 
-    def plan(self, variants: Sequence[str]) -> list[PlannedRun]:
-        """The runs that bring every batch, the snapshot and `variants` up to date."""
-        staleness = self.staleness()
+    def plan(
+        self, variants: Sequence[str], hold: Collection[AssetPartition] = ()
+    ) -> list[PlannedRun]:
+        """The runs that bring every batch, the snapshot and `variants` up to date
+        (nothing that needs a `hold` partition)."""
+        staleness = self.staleness(hold)
         order = {key: i for i, key in enumerate(staleness.order)}
         by_run: dict[tuple[str, str | None], list[dg.AssetKey]] = {}
         for asset, partition in staleness.plan:
@@ -173,48 +190,98 @@ class Runner:
         finally:
             progress.stop()
         if not result.success:
-            failures = [e for e in result.all_events if e.is_step_failure]
-            if failures:
-                event = failures[0]
-                message = event.step_failure_data.error.message.strip()
-                where = event.step_key
-            else:
-                message, where = "failed", "/".join(a.to_user_string() for a in run.assets)
-            raise StepFailed(f"{where}[{run.partition}]: {message}" if run.partition else message)
+            raise StepFailed(_failure_sentence(result, run))
         return progress.metadata
 
-    def run_batches(self, keys: Sequence[str]) -> None:
-        """Re-materialise every batch asset of each of `keys` (a backfill)."""
+    def run_batches(self, keys: Sequence[str]) -> Outcome:
+        """Re-materialise every batch asset of each of `keys` (a backfill); a batch
+        that stops is reported and the others go on."""
         graph = asset_graph()
         batch_assets = tuple(k for k in graph.toposorted_asset_keys if _batch_asset(graph, k))
         self.reap()
+        outcome = Outcome()
         for i, key in enumerate(keys, 1):
             self.echo(f"batch {i}/{len(keys)}: {key}")
-            self.execute(PlannedRun(job_for(batch_partitions).name, key, batch_assets))
+            run = PlannedRun(job_for(batch_partitions).name, key, batch_assets)
+            try:
+                self.execute(run)
+                outcome.ran.append(run)
+            except StepFailed as failure:
+                self._stopped(outcome, run, failure)
+        return outcome
 
-    def run_plan(self, plan: Sequence[PlannedRun], train_config: dict | None = None) -> None:
-        for run in plan:
+    def run_plan(
+        self,
+        variants: Sequence[str],
+        train_config: dict | None = None,
+    ) -> Outcome:
+        """Run what is pending, one run at a time, planning again after each: a run
+        that stops holds its partitions (they and what cannot be built without
+        them wait for the next invocation), and everything else still runs."""
+        outcome = Outcome()
+        hold: set[AssetPartition] = set()
+        attempted: set[tuple[str, str | None]] = set()
+        while True:
+            pending = [
+                r for r in self.plan(variants, hold) if (r.job_name, r.partition) not in attempted
+            ]
+            if not pending:
+                return outcome
+            run = pending[0]
+            attempted.add((run.job_name, run.partition))
             self.echo(run.title)
             config = None
             if train_config and finetuned_checkpoint.key in run.assets:
                 config = {"ops": {finetuned_checkpoint.node_def.name: {"config": train_config}}}
-            self.execute(run, config)
+            try:
+                self.execute(run, config)
+                outcome.ran.append(run)
+            except StepFailed as failure:
+                hold.update((asset, run.partition) for asset in run.assets)
+                self._stopped(outcome, run, failure)
 
-    def run_pending(self, variants: Sequence[str], train_config: dict | None = None) -> bool:
-        """Materialise what is stale for the batches, the snapshot and `variants`;
-        returns whether anything ran."""
+    def run_pending(self, variants: Sequence[str], train_config: dict | None = None) -> Outcome:
+        """Materialise what is stale for the batches, the snapshot and `variants`."""
         self.reap()
         new = self.register_landing_batches()
         if new:
             self.echo(f"registered {len(new)} new batch(es): {', '.join(new)}")
-        plan = self.plan(variants)
-        self.run_plan(plan, train_config)
-        return bool(plan)
+        return self.run_plan(variants, train_config)
+
+    def _stopped(self, outcome: Outcome, run: PlannedRun, failure: StepFailed) -> None:
+        outcome.stops.append(Stop(run, str(failure)))
+        self.echo(f"  stopped: {failure}")
+        self.echo("  (the other runs go on; this one is reported again at the end)")
 
     def _definitions(self) -> dg.Definitions:
         if self._defs is None:
             self._defs = dg.Definitions(assets=ALL_ASSETS, jobs=JOBS, resources=self.resources)
         return self._defs
+
+
+def _failure_sentence(result, run: PlannedRun) -> str:
+    """Why a run stopped, as a person should read it: a failed blocking check's own
+    verdict (the reject limit says which batch, how many records and the fix),
+    else the failed step's message."""
+    for event in result.all_events:
+        evaluation = event.event_specific_data
+        if (
+            event.event_type == DagsterEventType.ASSET_CHECK_EVALUATION
+            and not evaluation.passed
+            and evaluation.blocking
+        ):
+            return evaluation.description or f"check {evaluation.check_name} failed"
+    failures = [e for e in result.all_events if e.is_step_failure]
+    if not failures:
+        return f"{run.title} failed"
+    event = failures[0]
+    error = event.step_failure_data.error
+    # The exception a step raised, not the retry wrapper's "Exceeded max_retries".
+    while error.cause is not None and error.cls_name in {"RetryRequestedFromPolicy"}:
+        error = error.cause
+    message = error.message.strip()
+    where = event.step_key + (f"[{run.partition}]" if run.partition else "")
+    return f"{where}: {message}"
 
 
 def _batch_asset(graph, key: dg.AssetKey) -> bool:

@@ -10,6 +10,12 @@ An asset partition is *stale* when
 - a blocking check of its latest materialisation failed (it is rebuilt with
   its check, and what depends on it stays blocked until the check passes).
 
+A run may *hold* asset partitions (a batch that stopped at its reject limit in
+this invocation): a held partition is not planned, nor is anything that cannot
+be built without it (a batch asset whose parent partition is held), and it
+does not make its dependents planned. What depends on several partitions (the
+training snapshot, on every batch) is still built from the others.
+
 "After" is the event log's storage id, which only grows, not a wall clock.
 Re-materialising a partition therefore makes everything downstream of it stale,
 as Dagster's own "has a new materialization" does for assets without code
@@ -24,7 +30,7 @@ disagree about what is behind.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -53,6 +59,8 @@ class Staleness:
     of them, each with its reason."""
     newest: dict[AssetPartition, int] = field(default_factory=dict)
     """The newest storage id among a partition's own materialisation and its ancestors'."""
+    held: set[AssetPartition] = field(default_factory=set)
+    """Partitions not planned because they, or a parent they cannot do without, are held."""
 
     def is_stale(self, asset: dg.AssetKey, partition: str | None) -> bool:
         return (asset, partition) in self.stale
@@ -62,11 +70,16 @@ class Staleness:
 
 
 def find_stale(
-    instance: dg.DagsterInstance, graph: AssetGraph, assets: Iterable[dg.AssetKey] | None = None
+    instance: dg.DagsterInstance,
+    graph: AssetGraph,
+    assets: Iterable[dg.AssetKey] | None = None,
+    hold: Collection[AssetPartition] = (),
 ) -> Staleness:
     """Stale asset partitions of `graph` (restricted to `assets` when given; their
-    ancestors are always read) as the instance's event log stands now."""
+    ancestors are always read) as the instance's event log stands now; `hold`
+    names partitions this run must not build (see the module's docstring)."""
     wanted = set(assets) if assets is not None else None
+    hold = set(hold)
     order = list(graph.toposorted_asset_keys)
     result = Staleness(order=order)
     # Which ancestor made a partition's `newest`, for the reason shown to a person.
@@ -80,8 +93,12 @@ def find_stale(
             for partition in partitions:
                 ap = (key, partition)
                 upstream, cause, planned_parent = None, None, None
+                blocked = ap in hold
                 for parent in sorted(node.parent_keys):
-                    for pp in _parent_partitions(graph, key, partition, parent):
+                    mapped = _parent_partitions(graph, key, partition, parent)
+                    if mapped and all((parent, pp) in result.held for pp in mapped):
+                        blocked = True  # nothing of this parent can be built now
+                    for pp in mapped:
                         newest = result.newest.get((parent, pp))
                         if newest is not None and (upstream is None or newest > upstream):
                             upstream, cause = newest, source.get((parent, pp), (parent, pp))
@@ -96,10 +113,15 @@ def find_stale(
                 elif partition in failed:
                     reason = f"its blocking check {failed[partition]} failed"
                 candidates = [(s, c) for s, c in ((mine, ap), (upstream, cause)) if s is not None]
-                if candidates:
+                # A held partition passes nothing down: a batch stopped at its reject
+                # limit must not make the training snapshot stale run after run.
+                if candidates and not blocked:
                     result.newest[ap], source[ap] = max(candidates, key=lambda sc: sc[0])
                 if reason:
                     result.stale[ap] = reason
+                if blocked:
+                    result.held.add(ap)
+                elif reason:
                     result.plan[ap] = reason
                 elif planned_parent is not None:
                     result.plan[ap] = f"{_label(planned_parent)} is rebuilt first"

@@ -11,6 +11,7 @@ from llama_assets.base.shards import ShardWriter
 from llama_assets.base.sources import source_policy, sources_file
 from llama_assets.ingest.batch import stream_batch
 from llama_assets.ingest.coalesce import LANDING_FINGERPRINT, landing_fingerprint
+from llama_assets.ingest.reject_limit import reject_limit_verdict
 from llama_assets.ingest.schema import RAW_SCHEMA
 from llama_assets.partitions import batch_partitions
 from llama_assets.policies import IO_RETRY
@@ -82,6 +83,15 @@ def raw_documents(context: dg.AssetExecutionContext, storage: LocalDataRoot):
         check_name=REJECT_RATE_CHECK,
         passed=rate <= policy.max_reject_rate,
         severity=dg.AssetCheckSeverity.ERROR,
+        description=reject_limit_verdict(
+            key,
+            rejected,
+            total,
+            policy.max_reject_rate,
+            quarantine,
+            sources_file(layout.sources_config),
+            reasons,
+        ),
         metadata={
             "reject_rate": dg.MetadataValue.float(rate),
             "max_reject_rate": dg.MetadataValue.float(policy.max_reject_rate),

@@ -1,0 +1,85 @@
+"""Expected stops read as sentences, and stop only what they must.
+
+Reproduces what an attack found: one batch over its reject limit stopped every
+batch after it (and the variant chain), with a stack trace; and once repaired
+elsewhere, a stopped batch must not make the training snapshot stale run after
+run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import dagster as dg
+
+from tests.landing import TOPIC_KEYS, topic
+
+CLI = [sys.executable, "-m", "llama_assets.cli"]
+
+
+def _cli(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, timeout=900)
+
+
+def _count(instance, asset: str, partition: str | None = None) -> int:
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey(asset), asset_partitions=[partition] if partition else None
+        ),
+        limit=100,
+    )
+    return len(records.records)
+
+
+def test_a_batch_over_its_reject_limit_stops_alone_with_a_sentence(tmp_path):
+    data, home = tmp_path / "data", tmp_path / "home"
+    env = {**os.environ, "LLAMA_DATA_ROOT": str(data), "DAGSTER_HOME": str(home)}
+    for batch, indices in (("b1", range(0, 10)), ("b2", range(10, 14)), ("b3", range(14, 24))):
+        folder = tmp_path / batch
+        folder.mkdir()
+        for i in indices:
+            (folder / f"{TOPIC_KEYS[i]}.txt").write_text(topic(i))
+        if batch == "b2":  # 3 broken records of 7: 43% rejected, over the 1% limit
+            (folder / "broken.jsonl").write_text('{"text": 1}\nnot json\n{"title": "x"}\n')
+        assert (
+            _cli(env, "ingest", str(folder), "--source", "docs", "--batch", batch).returncode == 0
+        )
+
+    first = _cli(env, "run", "--max-steps", "4")
+    out = first.stdout + first.stderr
+    assert first.returncode == 1, out
+    assert "Traceback" not in out
+    quarantine = data / "quarantine" / "docs" / "b2" / "raw_documents.jsonl"
+    sentence = f"batch docs/b2 stopped: 3 of 7 records were rejected (42.9%; "
+    assert sentence in out
+    assert f"The rejects and their reasons are in {quarantine}" in out
+    assert "max_reject_rate = 0.5` under [sources.docs]" in out
+    assert "1 run(s) stopped; everything else ran:" in out
+    assert "✓ promoted_model" in out  # the variant chain ran on the batches that passed
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert _count(instance, "clean_shards", "docs/b3") == 1  # the batch after b2 ran
+        assert _count(instance, "clean_shards", "docs/b2") == 0
+        snapshots = _count(instance, "training_dataset")
+        assert snapshots == 1
+    manifest = json.loads((data / "datasets/training/dataset.json").read_text())
+    assert sorted(manifest["shard_sets"]) == ["docs/b1", "docs/b3"]
+
+    # Again: b2 stops again, and nothing else is rebuilt because of it.
+    again = _cli(env, "run", "--max-steps", "4")
+    out = again.stdout + again.stderr
+    assert again.returncode == 1 and "batch docs/b2 stopped" in out, out
+    assert "training dataset" not in out and "model variant" not in out, out
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert _count(instance, "training_dataset") == snapshots
+
+    # Raising the limit as the sentence says lets b2 through.
+    (data / "sources.toml").write_text("[sources.docs]\nmax_reject_rate = 0.5\n")
+    fixed = _cli(env, "backfill", "--partitions", "docs/b2")
+    out = fixed.stdout + fixed.stderr
+    assert fixed.returncode == 0 and "re-materialised 1 of 1" in out, out
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert _count(instance, "clean_shards", "docs/b2") == 1
