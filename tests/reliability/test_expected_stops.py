@@ -53,7 +53,7 @@ def test_a_batch_over_its_reject_limit_stops_alone_with_a_sentence(tmp_path):
     assert first.returncode == 1, out
     assert "Traceback" not in out
     quarantine = data / "quarantine" / "docs" / "b2" / "raw_documents.jsonl"
-    sentence = f"batch docs/b2 stopped: 3 of 7 records were rejected (42.9%; "
+    sentence = "batch docs/b2 stopped: 3 of 7 records were rejected (42.9%; "
     assert sentence in out
     assert f"The rejects and their reasons are in {quarantine}" in out
     assert "max_reject_rate = 0.5` under [sources.docs]" in out
