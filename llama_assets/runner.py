@@ -24,6 +24,7 @@ from dagster._core.events import DagsterEventType
 
 from llama_assets.dead_runs import reap_dead_runs, run_tags
 from llama_assets.ingest.landing import scan_landing
+from llama_assets.interrupts import Interrupted, InterruptWatch
 from llama_assets.jobs import ALL_ASSETS, JOBS, asset_graph, job_for
 from llama_assets.partitions import BATCHES, batch_partitions, variant_partitions
 from llama_assets.staleness import AssetPartition, Staleness, find_stale
@@ -49,13 +50,16 @@ HEADLINE = (
     "action",
     "champion",
 )
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# Step failures are reported by the runner as sentences; the console logger would
+# print each one again with its stack trace.
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 FOLLOWED = {
     DagsterEventType.STEP_START,
     DagsterEventType.STEP_SUCCESS,
     DagsterEventType.STEP_FAILURE,
     DagsterEventType.ASSET_MATERIALIZATION,
     DagsterEventType.ENGINE_EVENT,
+    DagsterEventType.STEP_UP_FOR_RETRY,
 }
 POLL_SECONDS = 0.3
 QUIET_SECONDS = 10.0
@@ -106,6 +110,7 @@ class Runner:
     # On a terminal, show the asset being materialised until its result line replaces it.
     live: bool = False
     _defs: dg.Definitions | None = field(default=None, init=False, repr=False)
+    watch: InterruptWatch = field(default_factory=InterruptWatch, init=False, repr=False)
 
     # what exists ------------------------------------------------------------
     def register_landing_batches(self) -> list[str]:
@@ -175,7 +180,7 @@ class Runner:
         materialisations' metadata. Raises StepFailed when a step fails."""
         job = self._definitions().resolve_job_def(run.job_name)
         run_id = str(uuid.uuid4())
-        progress = _Progress(self.instance, run_id, run.partition, self.echo, self.live)
+        progress = _Progress(self.instance, run_id, run.partition, self.echo, self.live, self.watch)
         progress.start()
         try:
             result = job.execute_in_process(
@@ -187,8 +192,13 @@ class Runner:
                 tags=run_tags(),
                 raise_on_error=False,
             )
-        finally:
+        except KeyboardInterrupt:
             progress.stop()
+            self._cancel(run_id)
+            raise Interrupted(_stopped_sentence(run, progress.running)) from None
+        progress.stop()
+        if self.watch.stopping.is_set():
+            raise Interrupted(_stopped_sentence(run, progress.running))
         if not result.success:
             raise StepFailed(_failure_sentence(result, run))
         return progress.metadata
@@ -200,15 +210,19 @@ class Runner:
         batch_assets = tuple(k for k in graph.toposorted_asset_keys if _batch_asset(graph, k))
         self.reap()
         outcome = Outcome()
-        for i, key in enumerate(keys, 1):
-            self.echo(f"batch {i}/{len(keys)}: {key}")
-            run = PlannedRun(job_for(batch_partitions).name, key, batch_assets)
-            try:
-                self.execute(run)
-                outcome.ran.append(run)
-            except StepFailed as failure:
-                self._stopped(outcome, run, failure)
+        with self.watch.installed():
+            for i, key in enumerate(keys, 1):
+                self._run_batch(outcome, i, key, len(keys), batch_assets)
         return outcome
+
+    def _run_batch(self, outcome, i, key, total, batch_assets) -> None:
+        self.echo(f"batch {i}/{total}: {key}")
+        run = PlannedRun(job_for(batch_partitions).name, key, batch_assets)
+        try:
+            self.execute(run)
+            outcome.ran.append(run)
+        except StepFailed as failure:
+            self._stopped(outcome, run, failure)
 
     def run_plan(
         self,
@@ -218,6 +232,10 @@ class Runner:
         """Run what is pending, one run at a time, planning again after each: a run
         that stops holds its partitions (they and what cannot be built without
         them wait for the next invocation), and everything else still runs."""
+        with self.watch.installed():
+            return self._run_waves(variants, train_config)
+
+    def _run_waves(self, variants, train_config) -> Outcome:
         outcome = Outcome()
         hold: set[AssetPartition] = set()
         attempted: set[tuple[str, str | None]] = set()
@@ -248,6 +266,14 @@ class Runner:
             self.echo(f"registered {len(new)} new batch(es): {', '.join(new)}")
         return self.run_plan(variants, train_config)
 
+    def _cancel(self, run_id: str) -> None:
+        """An interrupted run: canceled, never left STARTED, its pool slots free."""
+        run = self.instance.get_run_by_id(run_id)
+        if run is not None and not run.is_finished:
+            self.instance.report_run_canceled(run, "stopped by Ctrl-C or SIGTERM")
+        if self.instance.event_log_storage.supports_global_concurrency_limits:
+            self.instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+
     def _stopped(self, outcome: Outcome, run: PlannedRun, failure: StepFailed) -> None:
         outcome.stops.append(Stop(run, str(failure)))
         self.echo(f"  stopped: {failure}")
@@ -257,6 +283,14 @@ class Runner:
         if self._defs is None:
             self._defs = dg.Definitions(assets=ALL_ASSETS, jobs=JOBS, resources=self.resources)
         return self._defs
+
+
+def _stopped_sentence(run: PlannedRun, step: str | None) -> str:
+    where = f"{step} of {run.title}" if step else run.title
+    return (
+        f"stopped by a signal during {where}. What was materialised is kept; "
+        "`llama-platform run` resumes from there (training from its last checkpoint)."
+    )
 
 
 def _failure_sentence(result, run: PlannedRun) -> str:
@@ -291,9 +325,10 @@ def _batch_asset(graph, key: dg.AssetKey) -> bool:
 class _Progress:
     """Follows a run's event log on a thread: a line per finished step."""
 
-    def __init__(self, instance, run_id: str, partition, echo, live: bool) -> None:
+    def __init__(self, instance, run_id: str, partition, echo, live: bool, watch) -> None:
         self.instance, self.run_id, self.partition = instance, run_id, partition
-        self.echo, self.live = echo, live
+        self.echo, self.live, self.watch = echo, live, watch
+        self.running: str | None = None
         self.metadata: dict = {}
         self._cursor: str | None = None
         self._started: dict[str, float] = {}
@@ -313,6 +348,7 @@ class _Progress:
 
     def _follow(self) -> None:
         while not self._done.wait(POLL_SECONDS):
+            self.watch.poll()
             self._drain()
 
     def _drain(self) -> None:
@@ -343,7 +379,11 @@ class _Progress:
                 holders = _holders(self.instance, pool.value, self.run_id)
                 self.echo(f"  ⏸ {self._label(step)} waiting for pool {pool.value!r}{holders}")
             return
+        if event.event_type == DagsterEventType.STEP_UP_FOR_RETRY:
+            self.watch.seen(event.step_retry_data.error)
+            return
         if event.event_type == DagsterEventType.STEP_START:
+            self.running = step
             self._started[step] = entry.timestamp
             if self.live:
                 print(f"  … {self._label(step)}", end="\r", flush=True)
@@ -357,6 +397,7 @@ class _Progress:
         elif event.event_type in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE):
             seconds = entry.timestamp - self._started.get(step, entry.timestamp)
             if event.event_type == DagsterEventType.STEP_FAILURE:
+                self.watch.seen(event.step_failure_data.error)
                 self.echo(f"  ✗ {self._label(step)} {seconds:6.1f}s")
                 return
             metadata = self._step_metadata.get(step, {})

@@ -19,7 +19,12 @@ from llama_assets.training.checkpointer import MERGED_DIR, read_trainer_state
 from llama_assets.training.config import TrainConfig
 from llama_assets.training.dataset import split_of, trainable, with_messages
 from llama_assets.training.distributed import PREEMPTED_EXIT_CODE, torchrun_command
-from llama_assets.training.pipeline import LOSS_CURVE_FILE, checkpoint_version, train_and_save
+from llama_assets.training.pipeline import (
+    LOSS_CURVE_FILE,
+    InsufficientData,
+    checkpoint_version,
+    train_and_save,
+)
 from llama_assets.training.preemption import TrainingPreempted
 from llama_assets.training.report import loss_curve_markdown
 from llama_assets.training.variants import get_variant
@@ -186,6 +191,9 @@ def finetuned_checkpoint(
                 log=context.log.info,
                 messages=messages,
             )
+        except InsufficientData as exc:
+            # Deterministic: a retry would fail the same way ("Exceeded max_retries").
+            raise dg.Failure(str(exc), allow_retries=False) from exc
         except TrainingPreempted as exc:
             # A reclaimed node: the checkpoint is on disk, so the retry loses no step.
             context.log.warning(str(exc))

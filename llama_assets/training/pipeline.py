@@ -93,6 +93,10 @@ class TrainedCheckpoint:
     manifest: dict
 
 
+class InsufficientData(ValueError):
+    """The corpus is too small to train on: retrying cannot help, more data can."""
+
+
 def train_and_save(
     variant: ModelVariant,
     cfg: TrainConfig,
@@ -117,8 +121,9 @@ def train_and_save(
     base, tokenizer = base_model_and_tokenizer(variant, train_texts, cfg.seed, device)
     blocks = training_blocks(tokenizer, train_texts, messages, cfg.seq_len)
     if blocks.shape[0] == 0:
-        raise ValueError(
-            f"the training split packs into no block of {cfg.seq_len} tokens; ingest more text"
+        raise InsufficientData(
+            f"the training split packs into no block of {cfg.seq_len} tokens "
+            f"({len(train_texts)} documents): ingest more text, then run again"
         )
     # Beside the models, hidden, so a killed run leaves nothing a reader lists
     # and collect_stale_temps removes it (never the system temp folder).

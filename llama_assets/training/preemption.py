@@ -1,6 +1,6 @@
-"""SIGTERM (a spot node being reclaimed): checkpoint the current step, then stop.
+"""SIGTERM (a spot node being reclaimed) or Ctrl-C: checkpoint the current step, then stop.
 
-While a run with a checkpoint directory trains, SIGTERM only sets a flag; the
+While a run with a checkpoint directory trains, SIGTERM or SIGINT only sets a flag; the
 loop checks it after every optimizer step, writes a training checkpoint and
 raises `TrainingPreempted`, which the asset turns into a retry that resumes
 from that checkpoint.
@@ -23,12 +23,13 @@ class TrainingPreempted(RuntimeError):
         self.step = step
         self.checkpoint = checkpoint
         where = f"checkpoint {checkpoint}" if checkpoint else "no checkpoint directory"
-        super().__init__(f"training preempted by SIGTERM after step {step}; {where}")
+        super().__init__(f"training stopped by a signal after step {step}; {where}")
 
 
 @contextlib.contextmanager
 def sigterm_flag(enabled: bool) -> Iterator[threading.Event]:
-    """While active, SIGTERM only sets the returned flag (the loop checkpoints and stops).
+    """While active, SIGTERM and SIGINT only set the returned flag (the loop
+    checkpoints and stops, so Ctrl-C loses no step either).
 
     Signal handlers can only be installed from the main thread; elsewhere (and
     when `enabled` is false) SIGTERM keeps its usual meaning.
@@ -41,8 +42,9 @@ def sigterm_flag(enabled: bool) -> Iterator[threading.Event]:
     def on_sigterm(_signum: int, _frame: Any) -> None:
         flag.set()
 
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    previous = {sig: signal.signal(sig, on_sigterm) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

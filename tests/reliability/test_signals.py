@@ -1,0 +1,97 @@
+"""SIGTERM and Ctrl-C stop `llama-platform run`; the next `run` resumes.
+
+Reproduces what an attack found: `run` ignored SIGTERM and Ctrl-C (Dagster
+retried the interrupted step, and between steps only recorded the signal).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import dagster as dg
+import lancedb
+from dagster._core.events import DagsterEventType
+
+from llama_assets.instance import open_instance
+from tests.landing import TOPIC_KEYS, topic
+
+CLI = [sys.executable, "-m", "llama_assets.cli"]
+
+
+def _step_started(instance, step: str) -> bool:
+    records = instance.get_event_records(
+        dg.EventRecordsFilter(event_type=DagsterEventType.STEP_START), limit=50, ascending=False
+    )
+    return any(r.event_log_entry.step_key == step for r in records)
+
+
+def _logged(instance, step: str, text: str) -> bool:
+    for run in instance.get_runs(limit=3):
+        for entry in instance.all_logs(run.run_id):
+            if entry.step_key == step and text in (entry.user_message or ""):
+                return True
+    return False
+
+
+def _interrupt_when(env, args, instance, ready, sig) -> str:
+    proc = subprocess.Popen(
+        [*CLI, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.monotonic() + 600
+    while not ready():
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    sent = time.monotonic()
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert time.monotonic() - sent < 120
+    return out
+
+
+def test_sigterm_and_ctrl_c_stop_the_run_and_the_next_run_resumes(tmp_path, monkeypatch):
+    data, home = tmp_path / "data", tmp_path / "home"
+    env = {**os.environ, "LLAMA_DATA_ROOT": str(data), "DAGSTER_HOME": str(home)}
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(16):
+        (docs / f"{TOPIC_KEYS[i]}.txt").write_text(topic(i))
+    subprocess.run([*CLI, "ingest", str(docs), "--source", "docs", "--batch", "b1"],
+                   env=env, check=True, capture_output=True)  # fmt: skip
+    open_instance().dispose()
+    train = ["run", "--max-steps", "30"]
+    with open_instance() as instance:
+        # SIGTERM while the chunks are embedded.
+        out = _interrupt_when(
+            env, train, instance, lambda: _step_started(instance, "embeddings"), signal.SIGTERM
+        )
+        assert "stopped by a signal during embeddings of batch docs/b1" in out
+        assert "Traceback" not in out
+        runs = instance.get_runs(limit=1)
+        assert runs[0].status == dg.DagsterRunStatus.CANCELED
+
+        # Ctrl-C while the model trains: a checkpoint is written first.
+        out = _interrupt_when(
+            env,
+            train,
+            instance,
+            lambda: _logged(instance, "finetuned_checkpoint", "step 3/"),
+            signal.SIGINT,
+        )
+        assert "stopped by a signal during finetuned_checkpoint" in out, out
+        assert list((data / "models" / "tiny" / "runs").glob("*/step-*")), "no checkpoint"
+
+    done = subprocess.run([*CLI, *train], env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "✓ promoted_model" in done.stdout
+    table = lancedb.connect(str(data / "lancedb")).open_table("chunks").to_arrow()
+    ids = table.column("chunk_id").to_pylist()
+    assert len(ids) == len(set(ids)) > 0
+    with open_instance() as instance:
+        assert _logged(instance, "finetuned_checkpoint", "resum")
