@@ -5,6 +5,8 @@ from __future__ import annotations
 import dagster as dg
 import torch
 
+from llama_assets.base.parallel import torch_threads
+
 
 def pick_device(preference: str = "auto") -> torch.device:
     """``auto`` takes CUDA, then Apple MPS, then the CPU."""
@@ -17,11 +19,22 @@ def pick_device(preference: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def size_cpu_threads() -> int:
+    """Set torch's intra-op threads to the CPUs actually free (see `torch_threads`)."""
+    threads = torch_threads()
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return threads
+
+
 class DeviceResource(dg.ConfigurableResource):
     preference: str = "auto"
 
     def device(self) -> torch.device:
-        return pick_device(self.preference)
+        device = pick_device(self.preference)
+        if device.type == "cpu":
+            size_cpu_threads()
+        return device
 
     def describe(self) -> str:
         device = self.device()

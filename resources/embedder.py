@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -116,15 +117,26 @@ class EmbedderResource(dg.ConfigurableResource):
         )
         return vectors.astype(np.float32, copy=False)
 
-    def encode_sorted(self, texts: list[str], group: int = ENCODE_GROUP) -> np.ndarray:
+    def encode_sorted(
+        self,
+        texts: list[str],
+        group: int = ENCODE_GROUP,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
         """``encode`` over texts sorted by length across the whole list, ``group``
         texts per call, so batches are padded to similar lengths however many
-        texts there are; rows come back in the input order."""
+        texts there are; rows come back in the input order. `on_progress` gets
+        the number of texts encoded so far after each call."""
         if len(texts) <= group:
-            return self.encode(texts)
+            out = self.encode(texts)
+            if on_progress is not None:
+                on_progress(len(texts))
+            return out
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = np.empty((len(texts), self.dimension), dtype=np.float32)
         for i in range(0, len(order), group):
             idx = order[i : i + group]
             out[idx] = self.encode([texts[j] for j in idx])
+            if on_progress is not None:
+                on_progress(i + len(idx))
         return out

@@ -8,6 +8,7 @@ import numpy as np
 import polars as pl
 
 from llama_assets.base.layout import split_batch_key
+from llama_assets.base.progress import RateLog
 from llama_assets.curate.assets import clean_shards, clean_shards_table
 from llama_assets.partitions import BATCHES, batch_partitions
 from llama_assets.policies import GPU_OP_TAGS, GPU_POOL, IO_RETRY
@@ -115,10 +116,16 @@ def chunks(
 
 
 def embed_chunks(
-    texts: list[str], embedder: EmbedderResource, cache_uri
+    texts: list[str], embedder: EmbedderResource, cache_uri, log=None
 ) -> tuple[np.ndarray, EmbedResult]:
     cache = EmbeddingCache(cache_uri, embedder.fingerprint, embedder.dimension)
-    result = embed_with_cache(texts, cache, embedder.encode_sorted)
+
+    def encode(missing: list[str]) -> np.ndarray:
+        # Progress of what the model encodes (cached texts cost nothing).
+        progress = RateLog("embedded", len(missing), log, "chunks") if log else None
+        return embedder.encode_sorted(missing, on_progress=progress.update if progress else None)
+
+    result = embed_with_cache(texts, cache, encode)
     return result.vectors, result
 
 
@@ -141,7 +148,9 @@ def embeddings(
     layout, key = storage.layout, context.partition_key
     frame = read_table(staged(layout, chunks.key, key), ["chunk_id", "text"])
     started = time.perf_counter()
-    vectors, result = embed_chunks(frame["text"].to_list(), embedder, layout.embedding_cache)
+    vectors, result = embed_chunks(
+        frame["text"].to_list(), embedder, layout.embedding_cache, log=context.log.info
+    )
     seconds = time.perf_counter() - started
     table = pl.DataFrame(
         {"chunk_id": frame["chunk_id"], "vector": vectors},

@@ -169,8 +169,19 @@ def finetuned_checkpoint(
     dev = device.device()
     context.log.info(f"training {variant.name} on {dev} for up to {cfg.planned_steps()} steps")
 
+    first_step: list[tuple[int, int, float]] = []  # (step, tokens, time) of this process's first
+
     def on_step(step: int, loss: float, tokens: int) -> None:
-        context.log.info(f"step {step}/{cfg.planned_steps()} loss {loss:.4f} tokens {tokens}")
+        now = time.perf_counter()
+        if not first_step:
+            first_step.append((step, tokens, now))
+        step0, tokens0, t0 = first_step[0]
+        rate = (tokens - tokens0) / (now - t0) if now > t0 else 0.0
+        left = (cfg.planned_steps() - step) * (now - t0) / (step - step0) if step > step0 else None
+        context.log.info(
+            f"step {step}/{cfg.planned_steps()} loss {loss:.4f} tokens {tokens} "
+            f"({rate:,.0f} tokens/s" + (f", {left:.0f}s left)" if left is not None else ")")
+        )
 
     started = time.perf_counter()
     version = checkpoint_version(variant, cfg, dataset["data_version"])

@@ -94,3 +94,20 @@ def test_worker_count_follows_the_container_cpu_quota(tmp_path, monkeypatch) -> 
     assert cpu_workers(cpu_max) == 1
     cpu_max.write_text(f"{100000 * (machine + 8)} 100000\n")  # more than the machine has
     assert cpu_workers(cpu_max) == machine
+
+
+def test_torch_threads_leave_out_the_cores_other_processes_keep_busy(tmp_path, monkeypatch):
+    from llama_assets.base.parallel import torch_threads
+
+    monkeypatch.delenv("LLAMA_TORCH_THREADS", raising=False)
+    monkeypatch.delenv("LLAMA_CPU_WORKERS", raising=False)
+    quota = tmp_path / "cpu.max"
+    quota.write_text("200000 100000\n")  # a pod limited to 2 CPUs
+    monkeypatch.setattr("os.sched_getaffinity", lambda _: set(range(64)))
+    assert torch_threads(quota, loadavg=lambda: (1.0, 1.0, 1.0)) == 2  # only this process
+    assert torch_threads(quota, loadavg=lambda: (2.1, 1.0, 1.0)) == 1  # one core busy elsewhere
+    assert torch_threads(quota, loadavg=lambda: (9.0, 1.0, 1.0)) == 1  # never below one
+    quota.write_text("max 100000\n")
+    assert torch_threads(quota, loadavg=lambda: (1.0, 1.0, 1.0)) == 64
+    monkeypatch.setenv("LLAMA_TORCH_THREADS", "3")
+    assert torch_threads(quota, loadavg=lambda: (9.0, 1.0, 1.0)) == 3
