@@ -16,12 +16,15 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import dagster as dg
 from dagster._core.events import DagsterEventType
 
+from llama_assets.base.locks import file_lock, lock_holder
 from llama_assets.dead_runs import reap_dead_runs, run_tags
 from llama_assets.ingest.landing import scan_landing
 from llama_assets.interrupts import Interrupted, InterruptWatch
@@ -61,6 +64,8 @@ FOLLOWED = {
     DagsterEventType.ENGINE_EVENT,
     DagsterEventType.STEP_UP_FOR_RETRY,
 }
+RUN_LOCK = ".run.lock"
+"""In the instance folder: held by the CLI process that is materialising."""
 POLL_SECONDS = 0.3
 QUIET_SECONDS = 10.0
 """Off a terminal, a running step's log lines are echoed at most this often."""
@@ -124,6 +129,21 @@ class Runner:
         if new:
             self.instance.add_dynamic_partitions(BATCHES, new)
         return new
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """One CLI run at a time per instance: a second `run`, `backfill` or `demo`
+        waits (and says so) instead of materialising the same partitions at once."""
+        lock = Path(self.instance.root_directory) / RUN_LOCK
+
+        def waiting() -> None:
+            self.echo(
+                f"another llama-platform run (pid {lock_holder(lock)}) is working on this "
+                "instance; waiting for it to finish (Ctrl-C to stop waiting)"
+            )
+
+        with file_lock(lock, on_wait=waiting):
+            yield
 
     def reap(self) -> None:
         """Fail the runs whose process died, so their pool slots are free again."""
@@ -208,9 +228,9 @@ class Runner:
         that stops is reported and the others go on."""
         graph = asset_graph()
         batch_assets = tuple(k for k in graph.toposorted_asset_keys if _batch_asset(graph, k))
-        self.reap()
         outcome = Outcome()
-        with self.watch.installed():
+        with self.watch.installed(), self.exclusive():
+            self.reap()
             for i, key in enumerate(keys, 1):
                 self._run_batch(outcome, i, key, len(keys), batch_assets)
         return outcome
@@ -224,18 +244,10 @@ class Runner:
         except StepFailed as failure:
             self._stopped(outcome, run, failure)
 
-    def run_plan(
-        self,
-        variants: Sequence[str],
-        train_config: dict | None = None,
-    ) -> Outcome:
+    def _run_waves(self, variants: Sequence[str], train_config: dict | None) -> Outcome:
         """Run what is pending, one run at a time, planning again after each: a run
         that stops holds its partitions (they and what cannot be built without
         them wait for the next invocation), and everything else still runs."""
-        with self.watch.installed():
-            return self._run_waves(variants, train_config)
-
-    def _run_waves(self, variants, train_config) -> Outcome:
         outcome = Outcome()
         hold: set[AssetPartition] = set()
         attempted: set[tuple[str, str | None]] = set()
@@ -260,11 +272,12 @@ class Runner:
 
     def run_pending(self, variants: Sequence[str], train_config: dict | None = None) -> Outcome:
         """Materialise what is stale for the batches, the snapshot and `variants`."""
-        self.reap()
-        new = self.register_landing_batches()
-        if new:
-            self.echo(f"registered {len(new)} new batch(es): {', '.join(new)}")
-        return self.run_plan(variants, train_config)
+        with self.watch.installed(), self.exclusive():
+            self.reap()
+            new = self.register_landing_batches()
+            if new:
+                self.echo(f"registered {len(new)} new batch(es): {', '.join(new)}")
+            return self._run_waves(variants, train_config)
 
     def _cancel(self, run_id: str) -> None:
         """An interrupted run: canceled, never left STARTED, its pool slots free."""

@@ -15,6 +15,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def lock_holder(path: Path) -> str:
+    """The PID written by the lock's current (or last) holder, or "?"."""
+    try:
+        return Path(path).read_text().strip() or "?"
+    except OSError:
+        return "?"
+
+
 @contextmanager
 def file_lock(
     path: Path,
@@ -41,6 +49,9 @@ def file_lock(
                     on_wait()
                     told = True
                 time.sleep(poll_seconds)
+        # Who holds it, for the message of the next one that must wait.
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
         try:
             yield
         finally:

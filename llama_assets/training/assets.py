@@ -161,7 +161,15 @@ def finetuned_checkpoint(
 ) -> dg.MaterializeResult:
     layout = storage.layout
     variant = get_variant(context.partition_key)
-    cfg = config.apply(variant.train)
+    try:
+        cfg = config.apply(variant.train)
+    except ValueError as exc:
+        # Bad settings fail the same way every time: no retries, the fix in a sentence.
+        raise dg.Failure(
+            f"training settings for {variant.name} are invalid: {exc}; fix the run config "
+            "(or --max-steps/--max-tokens) and run again",
+            allow_retries=False,
+        ) from exc
     dataset = read_dataset_manifest(storage)
     train = with_messages(read_table(dataset_split(layout, "train")))
     texts, messages = train["text"].to_list(), train["messages"].to_list()

@@ -48,7 +48,8 @@ def test_a_batch_over_its_reject_limit_stops_alone_with_a_sentence(tmp_path):
             _cli(env, "ingest", str(folder), "--source", "docs", "--batch", batch).returncode == 0
         )
 
-    first = _cli(env, "run", "--max-steps", "4")
+    # The first run also fails the model chain (invalid settings, not retried).
+    first = _cli(env, "run", "--max-steps", "0")
     out = first.stdout + first.stderr
     assert first.returncode == 1, out
     assert "Traceback" not in out
@@ -57,8 +58,9 @@ def test_a_batch_over_its_reject_limit_stops_alone_with_a_sentence(tmp_path):
     assert sentence in out
     assert f"The rejects and their reasons are in {quarantine}" in out
     assert "max_reject_rate = 0.5` under [sources.docs]" in out
-    assert "1 run(s) stopped; everything else ran:" in out
-    assert "✓ promoted_model" in out  # the variant chain ran on the batches that passed
+    assert "2 run(s) stopped; everything else ran:" in out
+    assert "training settings for tiny are invalid: max_steps must be at least 1" in out
+    assert "Exceeded max_retries" not in out
 
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert _count(instance, "clean_shards", "docs/b3") == 1  # the batch after b2 ran
@@ -67,6 +69,12 @@ def test_a_batch_over_its_reject_limit_stops_alone_with_a_sentence(tmp_path):
         assert snapshots == 1
     manifest = json.loads((data / "datasets/training/dataset.json").read_text())
     assert sorted(manifest["shard_sets"]) == ["docs/b1", "docs/b3"]
+
+    # The chain repaired: it runs on the newest data (b1 and b3), while b2 stops again.
+    repaired = _cli(env, "run", "--max-steps", "4")
+    out = repaired.stdout + repaired.stderr
+    assert repaired.returncode == 1 and "batch docs/b2 stopped" in out, out
+    assert "✓ promoted_model" in out and "training dataset" not in out, out
 
     # Again: b2 stops again, and nothing else is rebuilt because of it.
     again = _cli(env, "run", "--max-steps", "4")
