@@ -72,3 +72,40 @@ def test_kill_9_during_clean_shards_frees_the_dedup_slot(tmp_path, monkeypatch):
         assert not instance.event_log_storage.get_concurrency_info("dedup_index").claimed_slots
         active = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
         assert not active
+
+
+SLOW_RUN = """
+import time, dagster as dg
+
+@dg.asset(pool="dedup_index")
+def slow():
+    time.sleep(600)
+
+dg.materialize([slow], instance=dg.DagsterInstance.get())
+"""
+
+
+def test_the_dead_run_sensor_reaps_a_killed_worker(tmp_path, monkeypatch):
+    """What the daemon does for runs it launched: their worker's PID is in the event log."""
+    from sensors.dead_runs import dead_run_sensor
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    open_instance().dispose()
+    worker = subprocess.Popen(
+        [sys.executable, "-c", SLOW_RUN], env={**os.environ, "DAGSTER_HOME": str(home)}
+    )
+    with open_instance() as instance:
+        deadline = time.monotonic() + 300
+        while not _started(instance, "slow"):
+            assert worker.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        worker.kill()
+        worker.wait()
+        [run] = instance.get_runs()
+        assert run.status == dg.DagsterRunStatus.STARTED  # what the daemon saw before
+        with dg.build_sensor_context(instance=instance) as context:
+            result = dead_run_sensor.evaluate_tick(context)
+        assert "1 dead run(s) reaped" in result.skip_message
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+        assert not instance.event_log_storage.get_concurrency_info("dedup_index").claimed_slots
