@@ -51,7 +51,7 @@ def _env(root: Path) -> dict:
 def _land(tmp_path: Path, env: dict) -> None:
     for batch, indices in (("b1", range(0, 8)), ("b2", range(6, 14))):  # b2 repeats 2 of b1
         folder = tmp_path / f"in-{batch}"
-        folder.mkdir(exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
         for i in indices:
             (folder / f"{TOPIC_KEYS[i]}.txt").write_text(topic(i))
         subprocess.run(
