@@ -328,7 +328,23 @@ def _failure_sentence(result, run: PlannedRun) -> str:
         error = error.cause
     message = error.message.strip()
     where = event.step_key + (f"[{run.partition}]" if run.partition else "")
-    return f"{where}: {message}"
+    return f"{where}: {message}{explain(message)}"
+
+
+EXPLAINED = {
+    "No space left on device": "the disk is full: free space on the data root's disk (or "
+    "point LLAMA_DATA_ROOT at a larger one), then run again; nothing published was lost",
+    "Disk quota exceeded": "the disk quota is used up: free space or raise the quota, then "
+    "run again; nothing published was lost",
+}
+"""Errors of the machine, not of the data: the fix a person needs, after the message."""
+
+
+def explain(message: str) -> str:
+    for cause, fix in EXPLAINED.items():
+        if cause in message:
+            return f" ({fix})"
+    return ""
 
 
 def _batch_asset(graph, key: dg.AssetKey) -> bool:

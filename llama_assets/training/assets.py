@@ -27,7 +27,7 @@ from llama_assets.training.pipeline import (
 )
 from llama_assets.training.preemption import TrainingPreempted
 from llama_assets.training.report import loss_curve_markdown
-from llama_assets.training.variants import get_variant
+from llama_assets.training.variants import MissingWeightsError, get_variant
 from resources.device import DeviceResource
 from resources.storage import LocalDataRoot
 
@@ -210,7 +210,7 @@ def finetuned_checkpoint(
                 log=context.log.info,
                 messages=messages,
             )
-        except InsufficientData as exc:
+        except (InsufficientData, MissingWeightsError) as exc:
             # Deterministic: a retry would fail the same way ("Exceeded max_retries").
             raise dg.Failure(str(exc), allow_retries=False) from exc
         except TrainingPreempted as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from llama_assets.training.config import TrainConfig
 
@@ -147,5 +148,12 @@ def weights_path(variant: ModelVariant) -> str | None:
             f"*.safetensors and the tokenizer files) or to an s3:// prefix, e.g. "
             f"export {variant.weights_env}=/models/{variant.name}. Nothing is "
             f"downloaded at run time; the 'tiny' variant needs no weights."
+        )
+    if not value.startswith("s3://") and not (Path(value).expanduser() / "config.json").is_file():
+        raise MissingWeightsError(
+            f"model variant {variant.name!r}: {variant.weights_env}={value} holds no "
+            "config.json (the folder is missing or not a Hugging Face-format model). Point "
+            f"{variant.weights_env} at the folder with config.json, *.safetensors and the "
+            "tokenizer files."
         )
     return value

@@ -142,3 +142,10 @@ def test_a_failed_blocking_check_keeps_its_asset_stale(layout, instance, resourc
     assert staleness.stale[(raw_documents.key, key)] == (
         f"its blocking check {REJECT_RATE_CHECK} failed"
     )
+
+
+def test_machine_errors_come_with_their_fix():
+    from llama_assets.runner import explain
+
+    assert "the disk is full" in explain("OSError: [Errno 28] No space left on device: 'x'")
+    assert explain("ValueError: bad input") == ""

@@ -204,7 +204,7 @@ def test_load_base_model_reads_local_hf_dir(tokenizer, tmp_path):
 # --- variants ----------------------------------------------------------------------------------
 
 
-def test_missing_weights_error_names_the_env_var(monkeypatch):
+def test_missing_weights_error_names_the_env_var(monkeypatch, tmp_path):
     monkeypatch.delenv("LLAMA_WEIGHTS_LLAMA_3_2_1B", raising=False)
     with pytest.raises(MissingWeightsError) as excinfo:
         weights_path(VARIANTS["llama-3.2-1b"])
@@ -212,8 +212,15 @@ def test_missing_weights_error_names_the_env_var(monkeypatch):
     assert "'llama-3.2-1b'" in message
     assert "LLAMA_WEIGHTS_LLAMA_3_2_1B is not set" in message
     assert "export LLAMA_WEIGHTS_LLAMA_3_2_1B=" in message
-    monkeypatch.setenv("LLAMA_WEIGHTS_LLAMA_3_1_8B", "/models/8b")
-    assert weights_path(VARIANTS["llama-3.1-8b"]) == "/models/8b"
+    # A path that holds no model is refused with a sentence, before any loading.
+    monkeypatch.setenv("LLAMA_WEIGHTS_LLAMA_3_1_8B", str(tmp_path / "8b"))
+    with pytest.raises(MissingWeightsError, match="holds no config.json"):
+        weights_path(VARIANTS["llama-3.1-8b"])
+    (tmp_path / "8b").mkdir()
+    (tmp_path / "8b" / "config.json").write_text("{}")
+    assert weights_path(VARIANTS["llama-3.1-8b"]) == str(tmp_path / "8b")
+    monkeypatch.setenv("LLAMA_WEIGHTS_LLAMA_3_1_8B", "s3://bucket/models/8b")
+    assert weights_path(VARIANTS["llama-3.1-8b"]) == "s3://bucket/models/8b"
     assert weights_path(VARIANTS["tiny"]) is None
 
 
