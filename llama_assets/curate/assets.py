@@ -121,6 +121,7 @@ def validated_documents(
             raw_rows += outcome.rows
             writer.write(outcome.kept)
             rejects.extend(outcome.rejects)
+            context.log.info(f"validated {raw_rows:,} documents, {len(rejects):,} rejected")
             counts["reasons"].update(outcome.reject_reasons)
             counts["pii"].update(outcome.pii_counts)
             counts["languages"].update(outcome.languages)
@@ -323,7 +324,9 @@ def clean_shards(context: dg.AssetExecutionContext, storage: LocalDataRoot) -> d
             )
             for batch, action in rebuilt.items():
                 context.log.warning(f"dedup index: {batch}: {action}")
-            manifest, stats, removed, uses = _deduplicate(layout, key, index, earlier, later, out)
+            manifest, stats, removed, uses = _deduplicate(
+                layout, key, index, earlier, later, out, context.log.info
+            )
             break
         except sqlite3.DatabaseError as exc:
             if attempt == 2:
@@ -370,20 +373,27 @@ def _clean_rows(layout: DataLayout, key: str) -> int | None:
         return -1  # unreadable: never equal to the index's count, so re-indexed (and verified)
 
 
-def _deduplicate(layout, key, index, earlier, later, out):
+def _deduplicate(layout, key, index, earlier, later, out, log=lambda line: None):
     """The batch's survivors written to `out`, part by part against the persistent
     index: memory is bounded by a few parts. MinHash runs in worker processes."""
     source, batch = split_batch_key(key)
+    started = time.perf_counter()
     stats = DedupStats()
     removed: list[Reject] = []
     parts = map_table(staged(layout, validated_documents.key, key), fingerprint_part)
     uses: Counter[str] = Counter()
     with ShardWriter(out) as writer:
+        seen = 0
         for part, kept in deduplicate_batch(parts, index, key, earlier, stats, later):
             before = len(stats.decisions) - (part.height - kept.height)
             writer.write(CleanShards.validate(kept.select(CLEAN_COLUMNS)))
             uses.update(
                 index=int(kept["for_index"].sum()), training=int(kept["for_training"].sum())
+            )
+            seen += part.height
+            log(
+                f"deduplicated {seen:,} documents, {len(stats.decisions):,} removed, "
+                f"{seen / max(time.perf_counter() - started, 1e-9):,.0f} documents/s"
             )
             new = {d.doc_id: d for d in stats.decisions[before:]}
             for row in part.filter(part["doc_id"].is_in(list(new))).iter_rows(named=True):

@@ -53,7 +53,18 @@ def raw_documents(context: dg.AssetExecutionContext, storage: LocalDataRoot):
     fingerprint = landing_fingerprint(landing)
     out = staged(layout, raw_documents.key, key).path
     with ShardWriter(out, schema=RAW_SCHEMA) as writer:
-        loaded = stream_batch(landing, source, batch, writer.write, spool_dir=layout.scratch)
+        loaded = stream_batch(
+            landing,
+            source,
+            batch,
+            writer.write,
+            spool_dir=layout.scratch,
+            on_part=lambda so_far: context.log.info(
+                f"read {so_far.rows:,} records in {so_far.parts} part(s), "
+                f"{len(so_far.rejects):,} rejected, "
+                f"{so_far.rows / max(time.perf_counter() - started, 1e-9):,.0f} records/s"
+            ),
+        )
     manifest = writer.manifest
     quarantine = layout.quarantine(key) / "raw_documents.jsonl"
     rejected = write_rejects(loaded.rejects, quarantine)

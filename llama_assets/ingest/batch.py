@@ -36,9 +36,11 @@ def stream_batch(
     sink: Callable[[pl.DataFrame], None],
     part_rows: int = PART_ROWS,
     spool_dir: Path | None = None,
+    on_part: Callable[[LoadedBatch], None] | None = None,
 ) -> LoadedBatch:
-    """Read a landing batch part by part; `sink` receives each schema-checked part.
-    `spool_dir`: where compressed files that must be seekable are spooled."""
+    """Read a landing batch part by part; `sink` receives each schema-checked part,
+    then `on_part` the counts so far (progress of a large batch). `spool_dir`:
+    where compressed files that must be seekable are spooled."""
     loaded = LoadedBatch()
     docs: list[Document] = []
 
@@ -49,6 +51,8 @@ def stream_batch(
         loaded.rows += frame.height
         loaded.parts += 1
         sink(frame)
+        if on_part is not None:
+            on_part(loaded)
 
     for item in iter_batch(batch_dir, source, batch, spool_dir):
         if isinstance(item, Document):

@@ -27,3 +27,16 @@ def test_long_waits_read_in_minutes_and_hours():
     progress = RateLog("read", 10**6, print, "records", clock=lambda: 0.0)
     assert progress.line(1000, 10.0).endswith("(100.0 records/s, 2h46m left)")
     assert progress.line(500_000, 400.0).endswith("6m40s left)")
+
+
+def test_reading_a_large_batch_reports_each_part(tmp_path):
+    from llama_assets.ingest.batch import stream_batch
+
+    batch = tmp_path / "b"
+    batch.mkdir()
+    lines = "\n".join(f'{{"text": "document number {i} has some words in it"}}' for i in range(25))
+    (batch / "docs.jsonl").write_text(lines + "\n")
+    seen: list[tuple[int, int]] = []
+    stream_batch(batch, "src", "b", lambda frame: None, part_rows=10,
+                 on_part=lambda so_far: seen.append((so_far.rows, so_far.parts)))  # fmt: skip
+    assert seen == [(10, 1), (20, 2), (25, 3)]
