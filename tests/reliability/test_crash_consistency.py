@@ -64,10 +64,9 @@ def _land(tmp_path: Path, env: dict) -> None:
 
 def _started(instance, step: str, since: int) -> bool:
     records = instance.get_event_records(
-        dg.EventRecordsFilter(event_type=DagsterEventType.STEP_START, after_cursor=since),
-        limit=50,
+        dg.EventRecordsFilter(event_type=DagsterEventType.STEP_START), limit=50, ascending=False
     )
-    return any(r.event_log_entry.step_key == step for r in records)
+    return any(r.storage_id > since and r.event_log_entry.step_key == step for r in records)
 
 
 def _cursor(instance) -> int:
