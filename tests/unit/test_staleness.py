@@ -60,6 +60,7 @@ def test_a_new_batch_is_missing_everywhere_and_planned_with_the_chain(instance, 
         "finetuned_checkpoint",
         "eval_report",
         "promoted_model",
+        "serving_deployment",
     }
     assert staleness.plan[(dg.AssetKey("training_dataset"), None)] == (
         "clean_shards[s/b3] is rebuilt first"
@@ -78,6 +79,7 @@ def test_a_new_batch_is_missing_everywhere_and_planned_with_the_chain(instance, 
         "finetuned_checkpoint",
         "eval_report",
         "promoted_model",
+        "serving_deployment",
     ]
 
 
@@ -101,6 +103,7 @@ def test_a_rebuilt_partition_makes_exactly_its_descendants_stale(instance, resou
             "finetuned_checkpoint",
             "eval_report",
             "promoted_model",
+            "serving_deployment",
         }
     assert staleness.stale[(dg.AssetKey("rag_index"), "s/b1")] == "clean_shards[s/b1] is newer"
     assert staleness.stale[(dg.AssetKey("eval_report"), "tiny")] == "clean_shards[s/b1] is newer"
