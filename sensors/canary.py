@@ -67,10 +67,12 @@ def decide(storage: LocalDataRoot, state: RouteState, log) -> dg.RunRequest | No
     client = GatewayClient.for_variant(layout, state.variant)
     start = datetime.fromisoformat(state.rollout_started_at).timestamp()
     samples = client.samples(since=start)
-    stable, canary, since = step_samples(samples, state, policy.thresholds.min_baseline_samples)
+    stable, canary, since, concurrent = step_samples(
+        samples, state, policy.thresholds.min_baseline_samples
+    )
     step = policy.step(state)
     elapsed = datetime.now(UTC).timestamp() - since
-    judgement = judge(stable, canary, step, policy.thresholds, elapsed)
+    judgement = judge(stable, canary, step, policy.thresholds, elapsed, concurrent)
     line = summary(state, step, judgement)
     log.info(f"{state.variant} {state.canary}: {line}")
     move = next_move(state, judgement, policy)

@@ -76,6 +76,7 @@ class JudgeThresholds:
     p99_ratio: float = 1.5  # canary p99 against stable's ...
     p99_slack_s: float = 0.05  # ... plus this, so tiny p99s do not flap
     min_baseline_samples: int = 20  # fewer stable requests: no baseline, inconclusive
+    max_p99_s: float = 2.0  # the latency SLO, which holds with or without a baseline
 
 
 @dataclass(frozen=True)
@@ -131,8 +132,15 @@ def judge(
     step: Step,
     thresholds: JudgeThresholds,
     elapsed_s: float,
+    concurrent_baseline: bool = True,
 ) -> Judgement:
-    """One step's verdict from the requests each version served during it."""
+    """One step's verdict from the requests each version served during it.
+
+    Latency is compared with the stable version's only when both served the same
+    time (`concurrent_baseline`): at 100% the canary carries all the load alone,
+    and its latency against the stable version's under a share of it says
+    nothing about the canary; the error rule and the p99 SLO still apply.
+    """
     stable, canary = list(stable), list(canary)
     canary_errors = sum(map(_is_error, canary))
     stable_errors = sum(map(_is_error, stable))
@@ -178,6 +186,18 @@ def judge(
             ],
             metrics,
         )
+    canary_p99 = metrics["canary_p99_s"]
+    if canary_p99 is not None and canary_p99 > thresholds.max_p99_s:
+        reasons.append(
+            f"p99 latency: canary {canary_p99 * 1000:.1f} ms over the SLO "
+            f"{thresholds.max_p99_s * 1000:.0f} ms"
+        )
+    if not concurrent_baseline:
+        metrics["latency_compared"] = False
+        return Judgement(FAILED if reasons else SUCCESSFUL, reasons or [
+            "errors and the p99 SLO passed (latency not compared: no stable requests "
+            "in the same time)"
+        ], metrics)  # fmt: skip
     if len(stable_latency) < thresholds.min_baseline_samples and not reasons:
         return Judgement(
             INCONCLUSIVE,
@@ -256,13 +276,15 @@ def _unix(iso: str | None) -> float:
 
 def step_samples(
     samples: Iterable[dict[str, Any]], state: RouteState, min_baseline: int
-) -> tuple[list[dict], list[dict], float]:
-    """(stable baseline, canary samples, start of the step in unix seconds).
+) -> tuple[list[dict], list[dict], float, bool]:
+    """(stable baseline, canary samples, start of the step in unix seconds, whether the
+    baseline ran at the same time).
 
     The canary's requests since its step began; the stable version's over the
     same time, or since the rollout began when that holds too few (at 100% the
-    stable version serves nothing). Blue-green: the new version's requests since
-    the switch against the old version's before it.
+    stable version serves nothing: not concurrent). Blue-green: the new version's
+    requests since the switch against the old version's under the same, whole
+    load before it (compared as concurrent).
     """
     samples = list(samples)
     stable = [s for s in samples if s["version"] == state.stable and s["role"] == "stable"]
@@ -272,12 +294,13 @@ def step_samples(
         since = _unix(state.switched_at)
         start = min(rollout_start, since - BLUE_GREEN_BASELINE_S)
         baseline = [s for s in stable if start <= s["t"] < since]
-        return baseline, [s for s in canary if s["t"] >= since], since
+        return baseline, [s for s in canary if s["t"] >= since], since, True
     since = _unix(state.stage_started_at)
     baseline = [s for s in stable if s["t"] >= since]
-    if len(baseline) < min_baseline:
+    concurrent = len(baseline) >= min_baseline
+    if not concurrent:
         baseline = [s for s in stable if s["t"] >= rollout_start]
-    return baseline, [s for s in canary if s["t"] >= since], since
+    return baseline, [s for s in canary if s["t"] >= since], since, concurrent
 
 
 def is_settled(state: RouteState) -> bool:

@@ -137,15 +137,21 @@ def test_each_step_is_judged_on_its_own_requests():
     )  # fmt: skip
     rows = [{"t": at(t), "version": "a", "role": "stable"} for t in (10, 20, 30)]
     rows += [{"t": at(t), "version": "b", "role": "canary"} for t in (50, 150, 160)]
-    stable, canary, since = step_samples(rows, state, min_baseline=20)
-    # At 100% the stable version serves nothing in the step: the rollout's baseline.
+    stable, canary, since, concurrent = step_samples(rows, state, min_baseline=20)
+    # At 100% the stable version serves nothing in the step: the rollout's baseline,
+    # not concurrent, so latency is not compared (errors and the p99 SLO are).
     assert len(stable) == 3 and [r["t"] for r in canary] == [at(150), at(160)]
-    assert since == at(100)
+    assert since == at(100) and not concurrent
+    slower = samples(40, 0.5, seed=3)
+    assert judge(samples(200, 0.1), slower, STEP, RULES, 120, concurrent).verdict == SUCCESSFUL
+    assert judge(samples(200, 0.1), slower, STEP, RULES, 120).verdict == FAILED
+    over_slo = judge(samples(200, 0.1), samples(40, 3.0), STEP, RULES, 120, concurrent)
+    assert over_slo.verdict == FAILED and "SLO" in over_slo.reasons[0]
     bg = start_blue_green(RouteState("tiny", stable="a"), "b", RolloutPolicy(), "bg")
     bg = switch(bg, "go")
     switched = datetime.fromisoformat(bg.switched_at).timestamp()
     rows = [{"t": switched - 1, "version": "a", "role": "stable"},
             {"t": switched - 0.5, "version": "b", "role": "canary"},  # a pinned smoke request
             {"t": switched + 1, "version": "b", "role": "canary"}]  # fmt: skip
-    stable, canary, _ = step_samples(rows, bg, min_baseline=20)
+    stable, canary, _, _ = step_samples(rows, bg, min_baseline=20)
     assert len(stable) == 1 and [r["t"] for r in canary] == [switched + 1]
