@@ -345,42 +345,41 @@ def sync(
 
 
 def start_canary(state: RouteState, version: str, policy: RolloutPolicy, reason: str) -> RouteState:
-    if state.stable is None:
-        raise RolloutRefused("no stable version to compare a canary with")
-    if state.canary is not None:
-        raise RolloutRefused(f"{state.canary} is already being rolled out")
-    now = now_iso()
-    return state.moved(
-        "canary",
-        reason,
-        version=version,
-        canary=version,
-        canary_weight=float(policy.steps[0].weight),
-        strategy=STRATEGY_CANARY,
-        stage=0,
-        status=PROGRESSING,
-        stage_started_at=now,
-        rollout_started_at=now,
-        switched_at=None,
-        policy=policy.to_json(),
-    )
+    """Send the first step's share of traffic to ``version``."""
+    return _start(state, version, policy, reason, STRATEGY_CANARY, float(policy.steps[0].weight))
 
 
 def start_blue_green(
     state: RouteState, version: str, policy: RolloutPolicy, reason: str
 ) -> RouteState:
+    """Bring ``version`` up as a preview with no traffic until its switch."""
+    return _start(state, version, policy, reason, STRATEGY_BLUE_GREEN, 0.0)
+
+
+def _start(
+    state: RouteState,
+    version: str,
+    policy: RolloutPolicy,
+    reason: str,
+    strategy: str,
+    weight: float,
+) -> RouteState:
     if state.stable is None:
-        raise RolloutRefused("no active version to switch from")
+        raise RolloutRefused(
+            "no stable version to compare a canary with"
+            if strategy == STRATEGY_CANARY
+            else "no active version to switch from"
+        )
     if state.canary is not None:
         raise RolloutRefused(f"{state.canary} is already being rolled out")
     now = now_iso()
     return state.moved(
-        "blue_green",
+        "canary" if strategy == STRATEGY_CANARY else "blue_green",
         reason,
         version=version,
         canary=version,
-        canary_weight=0.0,
-        strategy=STRATEGY_BLUE_GREEN,
+        canary_weight=weight,
+        strategy=strategy,
         stage=0,
         status=PROGRESSING,
         stage_started_at=now,
