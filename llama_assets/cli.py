@@ -374,21 +374,35 @@ def restore_index(version: int | None, yes: bool, dry_run: bool) -> None:
     default=lambda: float(os.environ.get("LLAMA_DEVICE_PRICE_PER_HOUR", "0")),
     help="a backend device's price per hour, for the cost SLI (LLAMA_DEVICE_PRICE_PER_HOUR)",
 )
-@click.option("--device", default="cpu", help="torch device of the backends (cpu, cuda:0, ...)")
+@click.option("--device", default="cpu", help="torch device of the CPU engine's backends")
+@click.option(
+    "--engine",
+    type=click.Choice(["auto", "vllm", "cpu"]),
+    default=lambda: os.environ.get("LLAMA_SERVING_ENGINE", "auto"),
+    help="vllm (its own environment: LLAMA_VLLM_PYTHON or .venv-vllm), the CPU backend, or "
+    "auto: vllm where a GPU and a vLLM environment are there (LLAMA_SERVING_ENGINE)",
+)
 def serve(
-    variant: str, host: str, port: int, keys_file: Path | None, price_per_hour: float, device: str
+    variant: str,
+    host: str,
+    port: int,
+    keys_file: Path | None,
+    price_per_hour: float,
+    device: str,
+    engine: str,
 ) -> None:
     from llama_assets.base.layout import DataLayout
     from llama_assets.deployment.registry import read_aliases
     from llama_assets.serving.access import AccessError
     from llama_assets.serving.serve import NothingToServe, gateway_config, run_gateway
+    from llama_assets.serving.vllm import VllmUnavailable
 
     layout = DataLayout(data_root())  # no Dagster in the serving process
     champion = read_aliases(layout.aliases(variant))["champion"]
     try:
         config = gateway_config(layout, variant, champion, host, keys_file, price_per_hour)
-        run_gateway(config, layout, host, port, device=device, echo=click.echo)
-    except (AccessError, NothingToServe) as error:
+        run_gateway(config, layout, host, port, device=device, echo=click.echo, engine=engine)
+    except (AccessError, NothingToServe, VllmUnavailable) as error:
         raise ExpectedStop(str(error)) from error
 
 

@@ -103,15 +103,25 @@ class BackendLauncher:
         """What the launcher knows about each backend (pid, restarts), for /admin/route."""
         return {}
 
+    def served_model(self, version: str) -> str | None:
+        """The `model` a version's backend answers to, when it is not the client's (vLLM
+        serves versions as LoRA modules named after them); None: forward the client's."""
+        return None
+
 
 class StaticBackends(BackendLauncher):
-    """Backends that run elsewhere, by version."""
+    """Backends that run elsewhere, by version (`models`: the name each version is served
+    under there, e.g. its LoRA module on a vLLM Deployment of deploy/vllm/)."""
 
-    def __init__(self, urls: dict[str, str]):
+    def __init__(self, urls: dict[str, str], models: dict[str, str] | None = None):
         self.urls = dict(urls)
+        self.models = dict(models or {})
 
     async def ensure(self, versions: list[str]) -> dict[str, str]:
         return dict(self.urls)
+
+    def served_model(self, version: str) -> str | None:
+        return self.models.get(version)
 
 
 @dataclass
@@ -255,7 +265,8 @@ def create_gateway_app(
 
     async def probe(client: httpx.AsyncClient, url: str) -> bool:
         try:
-            response = await client.get(f"{url}/health/ready", timeout=2.0)
+            # `/health`: vLLM's readiness route, which the CPU backend answers alike.
+            response = await client.get(f"{url}/health", timeout=2.0)
         except httpx.HTTPError:
             return False
         return response.status_code == 200
@@ -501,6 +512,9 @@ def create_gateway_app(
         url = state.urls.get(version)
         if url is None:
             return Attempt(version, role, error="no backend")
+        model = state.launcher.served_model(version)
+        if model is not None:
+            body = {**body, "model": model}
         try:
             request = client.build_request("POST", url + path, json=body, headers=headers)
             response = await client.send(request, stream=stream)

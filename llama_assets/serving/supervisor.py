@@ -2,7 +2,9 @@
 
 `serve` runs one CPU backend process per version in the route (the stable one,
 and the canary while a rollout runs), each on its own loopback port with one
-torch thread. A process that dies (OOM, `kill -9`) is started again on the next
+torch thread (`ProcessLauncher`), or vLLM servers in vLLM's own environment
+(`VllmLauncher`: one for the base model with every plain-LoRA version, one per
+merged version). A process that dies (OOM, `kill -9`) is started again on the next
 pass, as a Kubernetes Deployment would; the gateway's probes keep traffic off it
 until it is ready. A version that leaves the route keeps its process for
 `drain_s`, so requests in flight on it (a blue-green switch under load) finish.
@@ -11,6 +13,7 @@ until it is ready. A version that leaves the route keeps its process for
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -24,6 +27,14 @@ from pathlib import Path
 from llama_assets.base.atomic import atomic_write_json
 from llama_assets.base.layout import DataLayout
 from llama_assets.serving.gateway import BackendLauncher
+from llama_assets.serving.vllm import (
+    ExportedVersion,
+    VllmServer,
+    export_version,
+    plan_servers,
+    vllm_command,
+    vllm_env,
+)
 
 log = logging.getLogger("llama.supervisor")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -124,13 +135,7 @@ class ProcessLauncher(BackendLauncher):
         backend = self.processes.pop(version, None)
         if backend is None:
             return
-        if backend.process.poll() is None:
-            backend.process.send_signal(signal.SIGTERM)
-            try:
-                backend.process.wait(10)
-            except subprocess.TimeoutExpired:
-                backend.process.kill()
-                backend.process.wait(5)
+        terminate(backend.process)
         log.info("backend stopped", extra={"version": version})
 
     def describe(self) -> dict[str, dict]:
@@ -142,3 +147,161 @@ class ProcessLauncher(BackendLauncher):
     async def close(self) -> None:
         for version in list(self.processes):
             self.stop(version)
+
+
+def terminate(process: subprocess.Popen, grace_s: float = 10.0) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
+@dataclass
+class VllmProcess:
+    server: VllmServer
+    url: str
+    process: subprocess.Popen
+    started: float
+    ready: bool = False
+    leaving_since: float | None = None
+
+
+class VllmLauncher(BackendLauncher):
+    """vLLM servers for the versions in the route, started from vLLM's own python.
+
+    A server's identity is its whole spec (model and LoRA modules): when a new
+    challenger's adapter joins the base model, a server with both adapters is
+    started beside the running one, which keeps serving the stable version
+    until the new one answers `/health`, then drains and stops (vLLM's cold
+    start takes minutes; the stable version never waits for it).
+    """
+
+    def __init__(
+        self,
+        layout: DataLayout,
+        variant: str,
+        python: Path,
+        dtype: str = "bfloat16",
+        extra_args: list[str] | None = None,
+        drain_s: float = 30.0,
+    ) -> None:
+        self.layout = layout
+        self.variant = variant
+        self.python = python
+        self.dtype = dtype
+        self.extra_args = extra_args or []
+        self.drain_s = drain_s
+        self.exported: dict[str, ExportedVersion] = {}
+        self.processes: dict[VllmServer, VllmProcess] = {}
+        self.restarts: dict[str, int] = {}
+        self._written_targets: list | None = None
+
+    def export_dir(self, version: str) -> Path:
+        return self.layout.serving(self.variant) / "vllm" / version
+
+    def served_model(self, version: str) -> str:
+        return version  # the LoRA module's name, or the merged server's served model name
+
+    def start(self, server: VllmServer) -> VllmProcess:
+        port = free_port()
+        command = vllm_command(
+            self.python, server, port, dtype=self.dtype, extra_args=self.extra_args
+        )
+        process = subprocess.Popen(command, env=vllm_env(), stdout=subprocess.DEVNULL)
+        log.info(
+            "vllm server started",
+            extra={"server": server.key, "versions": server.versions, "port": port,
+                   "pid": process.pid},
+        )  # fmt: skip
+        return VllmProcess(server, f"http://127.0.0.1:{port}", process, time.monotonic())
+
+    async def ensure(self, versions: list[str]) -> dict[str, str]:
+        import httpx
+
+        for version in versions:
+            if version not in self.exported:
+                self.exported[version] = await asyncio.to_thread(
+                    export_version,
+                    self.layout.models(self.variant, version),
+                    version,
+                    self.export_dir(version),
+                    self.variant,
+                )
+        plan = plan_servers(self.variant, [self.exported[v] for v in versions])
+        for server in plan:
+            current = self.processes.get(server)
+            if current is not None and current.process.poll() is not None:
+                log.error("vllm server exited; starting it again", extra={"server": server.key})
+                self.restarts[server.key] = self.restarts.get(server.key, 0) + 1
+                current = None
+            if current is None:
+                self.processes[server] = self.start(server)
+        async with httpx.AsyncClient(timeout=1.0) as client:
+            for backend in self.processes.values():
+                if not backend.ready and backend.process.poll() is None:
+                    with contextlib.suppress(httpx.HTTPError):
+                        response = await client.get(backend.url + "/health")
+                        backend.ready = response.status_code == 200
+        urls = route_versions(versions, plan, self.processes)
+        now = time.monotonic()
+        in_use = set(urls.values())
+        for server, backend in list(self.processes.items()):
+            if server in plan or backend.url in in_use:
+                backend.leaving_since = None
+                continue
+            if backend.leaving_since is None:
+                backend.leaving_since = now
+            elif now - backend.leaving_since > self.drain_s:
+                del self.processes[server]
+                await asyncio.to_thread(terminate, backend.process, 30.0)
+        self.write_targets()
+        return urls
+
+    def write_targets(self) -> None:
+        """Prometheus file discovery: every server, labelled by the versions it carries."""
+        targets = [
+            {
+                "targets": [b.url.removeprefix("http://")],
+                "labels": {
+                    "variant": self.variant,
+                    "engine_kind": "vllm",
+                    "server": s.key,
+                    "version": ",".join(s.versions),
+                },
+            }
+            for s, b in sorted(self.processes.items(), key=lambda kv: kv[1].url)
+        ]
+        if targets != self._written_targets:
+            atomic_write_json(self.layout.prometheus_targets(self.variant), targets)
+            self._written_targets = targets
+
+    def describe(self) -> dict[str, dict]:
+        return {
+            v: {"url": b.url, "pid": b.process.pid, "server": s.key, "ready": b.ready,
+                "restarts": self.restarts.get(s.key, 0)}
+            for s, b in self.processes.items()
+            for v in s.versions
+        }  # fmt: skip
+
+    async def close(self) -> None:
+        for server in list(self.processes):
+            terminate(self.processes.pop(server).process, 30.0)
+
+
+def route_versions(
+    versions: list[str], plan: list[VllmServer], processes: dict[VllmServer, VllmProcess]
+) -> dict[str, str]:
+    """Each version's URL: its planned server once ready, else an older server that still
+    carries it and is ready (a restart for a new adapter), else the planned one."""
+    urls = {}
+    for version in versions:
+        planned = next(processes[s] for s in plan if version in s.versions)
+        older = [
+            b for s, b in processes.items()
+            if version in s.versions and b.ready and b.process.poll() is None
+        ]  # fmt: skip
+        urls[version] = (planned if planned.ready or not older else older[0]).url
+    return urls

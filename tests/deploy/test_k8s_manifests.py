@@ -211,3 +211,17 @@ def test_the_helm_values_render_the_prod_instance():
     deployment = VALUES["dagster-user-deployments"]["deployments"][0]
     assert deployment["dagsterApiGrpcArgs"] == ["--module-name", module]
     assert f'"--module-name", "{module}"' in (ROOT / "deploy/k8s/Dockerfile").read_text()
+
+
+def test_the_vllm_serving_manifests_validate():
+    """deploy/vllm/serving.yaml: the gateway + vLLM pod asks for one GPU and probes the
+    gateway's readiness, liveness and startup routes."""
+    docs = list(yaml.safe_load_all((ROOT / "deploy/vllm/serving.yaml").read_text()))
+    assert [d["kind"] for d in docs] == ["Deployment", "Service"]
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    [container] = docs[0]["spec"]["template"]["spec"]["containers"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert {container[p]["httpGet"]["path"] for p in ("startupProbe", "readinessProbe")} == {
+        "/health/ready"
+    }
