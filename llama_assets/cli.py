@@ -209,6 +209,8 @@ def status() -> None:
         if variant.report:
             quality = variant.report["quality"]
             line += f" ppl {quality['base_perplexity']:.1f}->{quality['finetuned_perplexity']:.1f}"
+            if "finetuned_bits_per_byte" in quality:
+                line += f" bpb {quality['finetuned_bits_per_byte']:.3f}"
         click.echo(
             f"{line}  ({variant.materialized}/{variant.total} assets materialised)"
             + _stale_note(variant.stale if variant.materialized else {})
@@ -239,21 +241,18 @@ def backfill(partitions: str | None, start: str | None, end: str | None) -> None
     _report_stops(outcome)
 
 
-@cli.command(help="Move a variant's champion alias back one promotion.")
+@cli.command(
+    help="Move a variant's champion alias back one promotion and serve the champion it "
+    "moves back to (a rollout in progress is aborted)."
+)
 @click.option("--variant", default="tiny", type=click.Choice(_variant_names()))
 @click.option("--reason", default="manual rollback")
 def rollback(variant: str, reason: str) -> None:
-    from llama_assets.deployment.registry import RollbackError
-    from llama_assets.deployment.registry import rollback as roll_back
+    from llama_assets.deployment.registry import read_aliases
 
-    path = _resources()["storage"].layout.aliases(variant)
-    try:
-        aliases = roll_back(path, reason=reason)
-    except RollbackError as error:
-        raise ExpectedStop(f"rollback refused: {error}", exit_code=1) from error
+    _rollout(variant, action="rollback", reason=reason)
+    aliases = read_aliases(_resources()["storage"].layout.aliases(variant))
     click.echo(f"{variant}: champion is now {aliases['champion']}")
-    if _resources()["storage"].layout.deployment(variant).exists():
-        _rollout(variant, action="sync", reason=f"champion rolled back: {reason}")
 
 
 def _chunks_table():
@@ -485,25 +484,69 @@ def print_summary(variants) -> None:
     click.echo(f"  ({summary.quarantined} records quarantined, each with its reason)")
     for figures in summary.reports:
         report = figures.report
-        q, r, s = report["quality"], report["retrieval"], report["serving"]
+        q, r = report["quality"], report["retrieval"]
         k = r["k"]
         click.echo(
             f"\neval report {figures.variant}/{figures.version}: {figures.path / 'report.md'}"
         )
         click.echo(
-            f"  held-out perplexity  base {q['base_perplexity']:.2f} -> fine-tuned "
-            f"{q['finetuned_perplexity']:.2f} ({q['improvement']:.1%} better)"
+            f"  held-out bits/byte   base {q['base_bits_per_byte']:.3f} -> fine-tuned "
+            f"{q['finetuned_bits_per_byte']:.3f} ({q['improvement']:.1%} better; perplexity "
+            f"{q['base_perplexity']:.1f} -> {q['finetuned_perplexity']:.1f})"
         )
         click.echo(
             f"  retrieval            recall@{k} {r[f'recall@{k}']:.3f}, MRR@{k} "
             f"{r[f'mrr@{k}']:.3f} over {r['queries']} known-item queries"
         )
-        click.echo(
-            f"  serving              {s['tokens_per_second']:.1f} tokens/s, first token "
-            f"{s['first_token_ms']:.1f} ms"
-        )
+        for line in _report_lines(report):
+            click.echo(line)
         click.echo(f"  champion             {figures.champion or 'none (gate not passed)'}")
     click.echo("\nsee it all in the UI: make ui  (http://127.0.0.1:3000)")
+
+
+def _report_lines(report: dict) -> list[str]:
+    """The eval sections beyond perplexity and retrieval (reports since issue 11)."""
+    lines = []
+    if "lm_eval" in report:
+        for task, scores in report["lm_eval"]["tasks"].items():
+            tuned, base = scores["finetuned"], scores["base"]
+            metric = "acc" if "acc" in tuned else "bits_per_byte"
+            lines.append(
+                f"  lm-eval {task:<12} {metric} base {base.get(metric, float('nan')):.3f} "
+                f"-> fine-tuned {tuned.get(metric, float('nan')):.3f}"
+            )
+    if "rag" in report:
+        rag = report["rag"]
+        lines.append(
+            f"  RAG                  EM {rag['exact_match']:.3f}, F1 {rag['f1']:.3f}, grounded "
+            f"{rag['groundedness']:.3f}, hit {rag['retrieval_hit']:.3f}, hallucinated "
+            f"{rag['hallucination_rate']:.3f} ({rag['questions']} questions)"
+        )
+    if "safety" in report:
+        rate = report["safety"]["violation_rate"]
+        lines.append(f"  safety               red-team violation rate {rate:.3f}")
+    if "memorisation" in report:
+        m = report["memorisation"]
+        lines.append(
+            f"  memorisation         extraction {m['extraction_rate']:.3f}, outputs with PII "
+            f"{m['pii']['pii_rate']:.3f}"
+        )
+    s = report["serving"]
+    if "ttft_ms_p50" in s:
+        lines.append(
+            f"  serving              load {s['load_to_first_token_s']:.1f} s, TTFT p50/p95 "
+            f"{s['ttft_ms_p50']:.0f}/{s['ttft_ms_p95']:.0f} ms, {s['tokens_per_second']:.1f} "
+            f"tokens/s, ${s['cost_per_1k_tokens_usd']:.5f}/1k tokens"
+        )
+    else:
+        lines.append(f"  serving              {s['tokens_per_second']:.1f} tokens/s")
+    if "gate" in report:
+        gate = report["gate"]
+        lines.append(
+            "  gate                 "
+            + ("passed" if gate["passed"] else f"FAILED: {', '.join(gate['failed'])}")
+        )
+    return lines
 
 
 def quiet_libraries() -> None:

@@ -20,6 +20,7 @@ from sensors.drift import drift_sensor
 from sensors.freshness import freshness_sensor, with_freshness_policies
 from sensors.landing import landing_zone_sensor
 from sensors.reconcile import landing_reconciliation
+from sensors.regression import regression_watch_sensor
 from sensors.shard_repair import corrupt_snapshot_repair_sensor, corrupt_table_repair_sensor
 
 
@@ -56,6 +57,7 @@ defs = dg.Definitions(
         drift_sensor,
         dedup_order_sensor,
         canary_sensor,
+        regression_watch_sensor,
     ],
     resources=resources_for(),
     executor=executor_from_env(),

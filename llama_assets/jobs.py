@@ -19,7 +19,7 @@ from llama_assets.curate.assets import (
     review_queue,
     validated_documents,
 )
-from llama_assets.deployment.assets import eval_report, promoted_model
+from llama_assets.deployment.assets import eval_history, eval_report, promoted_model
 from llama_assets.deployment.rollout_assets import serving_deployment
 from llama_assets.ingest.assets import raw_documents
 from llama_assets.partitions import batch_partitions, variant_partitions
@@ -42,6 +42,7 @@ ALL_ASSETS = [
     eval_report,
     promoted_model,
     serving_deployment,
+    eval_history,
 ]
 BATCH_ASSETS = [a for a in ALL_ASSETS if a.partitions_def == batch_partitions]
 """Every asset partitioned by landing batch: the batch pipeline."""

@@ -44,7 +44,8 @@ def test_every_job_resolves_to_its_assets():
     }  # fmt: skip
     assert selected["training_dataset_snapshot"] == {"training_dataset"}
     assert selected["train_evaluate_promote"] == {
-        "finetuned_checkpoint", "eval_report", "promoted_model", "serving_deployment"
+        "finetuned_checkpoint", "eval_report", "promoted_model", "serving_deployment",
+        "eval_history",
     }  # fmt: skip
     assert selected["serving_rollout"] == {"serving_deployment"}
     assert jobs["batch_pipeline"].partitions_def.name == "batches"
@@ -62,6 +63,7 @@ def test_every_sensor_and_schedule_targets_a_job_of_the_location(tmp_path, monke
         "drift_sensor",
         "dedup_order_sensor",
         "canary_sensor",
+        "regression_watch_sensor",
     }
     jobs = {job.name for job in defs.resolve_all_job_defs()}
     for sensor in sensors.values():

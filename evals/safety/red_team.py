@@ -85,8 +85,8 @@ def violation_rates(
 ) -> dict:
     """Generate an answer per case (``generate(prompts) -> outputs``) and judge it.
 
-    Returns the violation rate per category and overall, and the violating
-    cases with their outputs (the report keeps them as diagnostics).
+    Returns the violation rate per category and overall, the violating cases
+    with their outputs (the report keeps them as diagnostics) and every output.
     """
     outputs = generate([case.model_prompt() for case in cases])
     by_category: dict[str, dict] = {c: {"cases": 0, "violations": 0} for c in RED_TEAM_CATEGORIES}
@@ -114,4 +114,5 @@ def violation_rates(
         "violation_rate": violations / total if total else 0.0,
         "by_category": by_category,
         "failures": failures,
+        "outputs": outputs,
     }

@@ -140,6 +140,25 @@ class DataLayout:
         return self.root / "evals" / "retrieval_golden.jsonl"
 
     @property
+    def qa_golden_set(self) -> Path:
+        """User-supplied golden QA (jsonl: question, answers, doc_ids) for the RAG eval."""
+        return self.root / "evals" / "qa_golden.jsonl"
+
+    @property
+    def lm_eval_tasks(self) -> Path:
+        """The user's lm-eval task definitions (YAML, local data) named in the eval config."""
+        return self.root / "evals" / "lm_eval_tasks"
+
+    @property
+    def gate_config(self) -> Path:
+        """Per-variant overrides of the gate's floors and tolerances (TOML)."""
+        return self.root / "evals" / "gate.toml"
+
+    def eval_scratch(self, variant: str, version: str) -> Path:
+        """Scratch files of one eval (lm-eval task data, datasets cache); safe to delete."""
+        return self.root / "cache" / "evals" / variant / version
+
+    @property
     def training_dataset(self) -> Path:
         return self.root / "datasets" / "training"
 

@@ -1,19 +1,23 @@
-"""Evaluation and promotion: eval_report per variant, and the champion gate."""
+"""Evaluation and promotion: eval_report per variant (the gate as its asset checks),
+promoted_model, and eval_history."""
 
+import base64
 import json
 import time
 
 import dagster as dg
 
-from evals.gate import evaluate_gate
-from evals.report import render_markdown
-from evals.suite import quality, serving
+from evals.gate import CHECK_NAMES, CRITERIA, GateConfigError
+from evals.history import collect, render, trend_charts
+from evals.report import numeric_metadata, render_markdown
+from evals.suite import EvalSettings
 from llama_assets.base.atomic import atomic_write_json, atomic_write_text
+from llama_assets.deployment.evaluation import TRAIN_DOCUMENTS_SAMPLED, evaluate_version
 from llama_assets.deployment.registry import nominate, promote, read_aliases
 from llama_assets.partitions import variant_partitions
 from llama_assets.policies import GPU_OP_TAGS, GPU_POOL
 from llama_assets.retrieval.assets import rag_index
-from llama_assets.retrieval.evaluation import evaluate_index, retrieval_metadata
+from llama_assets.retrieval.evaluation import retrieval_metadata
 from llama_assets.tables import read_table
 from llama_assets.training.assets import (
     dataset_split,
@@ -21,20 +25,17 @@ from llama_assets.training.assets import (
     read_dataset_manifest,
     training_dataset,
 )
-from llama_assets.training.checkpointer import (
-    CorruptCheckpointError,
-    read_trainer_state,
-    verify_manifest,
-)
-from llama_assets.training.pipeline import load_checkpoint, pack
+from llama_assets.training.checkpointer import CorruptCheckpointError
 from llama_assets.training.variants import get_variant
 from resources.device import DeviceResource
 from resources.embedder import EmbedderResource
 from resources.storage import LocalDataRoot
 from resources.vector_store import LanceDBResource
 
-MAX_VALIDATION_BLOCKS = 64
-RETRIEVAL_QUERIES = 50
+EVAL_REPORT = dg.AssetKey("eval_report")
+CHAMPION_HOLDS = "champion_holds"
+"""promoted_model's check: the champion passes its gate on its newest report. Each
+promotion evaluates it; the regression watch fails it when it rolls a champion back."""
 
 
 def damaged_checkpoint(checkpoint, variant: str, error: Exception) -> dg.Failure:
@@ -62,6 +63,65 @@ def latest_version(storage: LocalDataRoot, variant: str) -> str:
     return json.loads(path.read_text())["version"]
 
 
+def failed_reasons(gate: dict) -> list[str]:
+    """Each failed blocking check of a report's gate with its figures (the why)."""
+    checks = {c["name"]: c for c in gate.get("checks", [])}
+    reasons = []
+    for name in gate.get("failed", []):
+        figures = checks.get(name, {}).get("figures", {})
+        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in figures.items())  # fmt: skip
+        reasons.append(f"{name} ({shown})" if shown else name)
+    return reasons
+
+
+def data_uri(png: bytes) -> str:
+    """A PNG inline in the UI's Markdown (which cannot reach files beside the report)."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+class EvalConfig(dg.Config):
+    """What to evaluate and how much; unset fields keep the device's defaults
+    (``evals.suite.EvalSettings``)."""
+
+    version: str | None = None
+    """A checkpoint version to evaluate instead of the newest (the regression
+    watch re-evaluates champions this way)."""
+    lm_eval_tasks: list[str] = []
+    """Extra lm-eval tasks with local data (YAML under ``<root>/evals/lm_eval_tasks/``)."""
+    price_per_device_hour: float | None = None
+    lm_documents: int | None = None
+    retrieval_queries: int | None = None
+    qa_questions: int | None = None
+    extraction_samples: int | None = None
+    lm_eval_limit: int | None = None
+    cloze_items: int | None = None
+    answer_tokens: int | None = None
+    red_team_tokens: int | None = None
+    serving_tokens: int | None = None
+    batch_size: int | None = None
+    cpu_threads: int | None = None
+    """Intra-op threads of the eval on a CPU (default 1; 0: torch's default)."""
+
+    def settings(self, device_type: str) -> EvalSettings:
+        return EvalSettings.for_device(
+            device_type,
+            lm_eval_tasks=tuple(self.lm_eval_tasks) or None,
+            price_per_device_hour=self.price_per_device_hour,
+            lm_documents=self.lm_documents,
+            retrieval_queries=self.retrieval_queries,
+            qa_questions=self.qa_questions,
+            extraction_samples=self.extraction_samples,
+            lm_eval_limit=self.lm_eval_limit,
+            cloze_items=self.cloze_items,
+            answer_tokens=self.answer_tokens,
+            red_team_tokens=self.red_team_tokens,
+            serving_tokens=self.serving_tokens,
+            batch_size=self.batch_size,
+            cpu_threads=self.cpu_threads,
+        )
+
+
 @dg.asset(
     partitions_def=variant_partitions,
     deps=[
@@ -73,76 +133,93 @@ def latest_version(storage: LocalDataRoot, variant: str) -> str:
     kinds={"pytorch", "markdown"},
     pool=GPU_POOL,
     op_tags=GPU_OP_TAGS,
-    description="Held-out perplexity of the base against the fine-tuned model, "
-    "retrieval recall@k, MRR@k and nDCG@k (vector, fts and hybrid search; golden set "
-    "and generated known-item queries), and serving latency and "
-    "throughput; `reports/<variant>/<version>/report.json` and `report.md`.",
+    check_specs=[
+        dg.AssetCheckSpec(c.name, asset=EVAL_REPORT, blocking=c.blocking, description=c.description)
+        for c in CRITERIA
+    ],
+    description="The served fine-tune (merged, loaded from the data root) against its base "
+    "and its champion: held-out bits per byte and perplexity, lm-eval tasks (shipped "
+    "cloze and rolling bpb over the held-out split, plus configured local tasks), "
+    "retrieval, RAG answers (EM, F1, groundedness, retrieval hit, hallucination), "
+    "red-team safety, training-data extraction and PII in outputs, serving load time, "
+    "TTFT, tokens/s, memory and cost; `reports/<variant>/<version>/` (JSON, Markdown, "
+    "PNG charts, samples). The gate is this asset's checks.",
 )
 def eval_report(
     context: dg.AssetExecutionContext,
+    config: EvalConfig,
     storage: LocalDataRoot,
     device: DeviceResource,
     embedder: EmbedderResource,
     vector_store: LanceDBResource,
-) -> dg.MaterializeResult:
+):
     layout = storage.layout
     variant = get_variant(context.partition_key)
-    version = latest_version(storage, variant.name)
+    version = config.version or latest_version(storage, variant.name)
     checkpoint = layout.models(variant.name, version)
+    if not checkpoint.is_dir():
+        raise dg.Failure(
+            f"{checkpoint} is not a checkpoint: name a version under models/{variant.name}/ "
+            "or train one"
+        )
     dev = device.device()
     started = time.perf_counter()
+    validation = read_table(dataset_split(layout, "validation"), ["doc_id", "text"])
+    if validation.height == 0:
+        raise dg.Failure("the validation split is empty: ingest more documents")
+    train_texts = read_table(dataset_split(layout, "train"), ["text"])["text"].to_list()
     try:
-        verify_manifest(checkpoint)  # every file's sha256, before anything is loaded
-        state = read_trainer_state(checkpoint)
-        base, finetuned, tokenizer = load_checkpoint(variant, checkpoint, dev)
-    except (CorruptCheckpointError, OSError, ValueError) as exc:
-        raise damaged_checkpoint(checkpoint, variant.name, exc) from exc
-    texts = read_table(dataset_split(layout, "validation"), ["text"])["text"].to_list()
-    blocks = pack(tokenizer, texts, state["config"]["seq_len"])[:MAX_VALIDATION_BLOCKS]
-    if blocks.shape[0] == 0:
-        raise dg.Failure("the validation split packs into no block: ingest more text")
-    quality_figures = quality(base, finetuned, blocks, dev)
-    serving_figures = serving(finetuned, blocks[0, :32], dev)
-
-    table = vector_store.chunks_table(embedder.dimension)
-    retrieval_figures, golden_errors = evaluate_index(
-        table, embedder, layout.retrieval_golden_set, RETRIEVAL_QUERIES
-    )
-    for error in golden_errors:
-        context.log.warning(f"{layout.retrieval_golden_set}: {error}")
-    report = {
-        "variant": variant.name,
-        "version": version,
-        "data_version": read_dataset_manifest(storage)["data_version"],
-        "device": device.describe(),
-        "quality": quality_figures,
-        "retrieval": retrieval_figures,
-        "serving": serving_figures,
-        "training": {k: state[k] for k in ("steps", "tokens_seen", "seconds")}
-        | {"final_loss": state["losses"][-1]},
-    }
-    out = layout.reports(variant.name, version)
-    markdown = render_markdown(report)
-    atomic_write_json(out / "report.json", report)
-    atomic_write_text(out / "report.md", markdown)
-    recall_key = f"recall@{retrieval_figures['k']}"
+        outcome = evaluate_version(
+            layout,
+            variant,
+            version,
+            dev,
+            device.describe(),
+            vector_store.chunks_table(embedder.dimension),
+            embedder,
+            validation,
+            train_texts[:TRAIN_DOCUMENTS_SAMPLED],
+            read_dataset_manifest(storage)["data_version"],
+            config.settings(dev.type),
+            log=context.log.info,
+        )
+    except CorruptCheckpointError as error:  # its sha256 manifest, checked as serving loads it
+        raise damaged_checkpoint(checkpoint, variant.name, error) from error
+    except GateConfigError as error:
+        raise dg.Failure(str(error)) from error
+    for error in outcome.golden_errors:
+        context.log.warning(f"golden set: {error}")
+    report = outcome.report
+    inline = {name: data_uri(png) for name, png in outcome.charts.items()}
+    checks = [
+        dg.AssetCheckResult(
+            check_name=check["name"],
+            passed=check["passed"],
+            severity=dg.AssetCheckSeverity.ERROR
+            if check["blocking"]
+            else dg.AssetCheckSeverity.WARN,
+            description=check["description"],
+            metadata={
+                k: v if isinstance(v, int | float | str | bool) else str(v)
+                for k, v in check["figures"].items()
+                if v is not None
+            },
+        )
+        for check in report["gate"]["checks"]
+    ]
     return dg.MaterializeResult(
         metadata={
             "version": version,
-            "base_perplexity": dg.MetadataValue.float(quality_figures["base_perplexity"]),
-            "finetuned_perplexity": dg.MetadataValue.float(quality_figures["finetuned_perplexity"]),
-            "perplexity_improvement": dg.MetadataValue.float(quality_figures["improvement"]),
-            recall_key: dg.MetadataValue.float(retrieval_figures[recall_key]),
-            "mrr": dg.MetadataValue.float(retrieval_figures[f"mrr@{retrieval_figures['k']}"]),
-            **retrieval_metadata(retrieval_figures),
-            "generation_tokens_per_second": dg.MetadataValue.float(
-                serving_figures["tokens_per_second"]
-            ),
-            "first_token_ms": dg.MetadataValue.float(serving_figures["first_token_ms"]),
+            "data_version": report["data_version"],
+            "gate_passed": dg.MetadataValue.bool(report["gate"]["passed"]),
+            "gate_failed": dg.MetadataValue.json(report["gate"]["failed"]),
+            **numeric_metadata(report),
+            **retrieval_metadata(report["retrieval"]),
             "seconds": dg.MetadataValue.float(round(time.perf_counter() - started, 2)),
-            "report": dg.MetadataValue.md(markdown),
-            "path": dg.MetadataValue.path(str(out / "report.json")),
-        }
+            "report": dg.MetadataValue.md(render_markdown(report, inline)),
+            "path": dg.MetadataValue.path(str(outcome.out_dir / "report.json")),
+        },
+        check_results=checks,
     )
 
 
@@ -151,12 +228,21 @@ def eval_report(
     deps=[eval_report],
     group_name="deployment",
     kinds={"json"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            CHAMPION_HOLDS,
+            asset="promoted_model",
+            description="the champion passes every blocking check of its newest report; "
+            "the regression watch fails it (with the reason) when it rolls the alias back",
+        )
+    ],
     description="The variant's release: the newest checkpoint becomes the release candidate "
-    "when its eval report passes the gate against the current champion's, and "
-    "`serving_deployment` rolls it out; the champion alias moves only when the rollout "
-    "reaches 100% (the first champion, with nothing serving yet, is promoted at once). "
-    "History is kept in `models/<variant>/aliases.json`; `llama-platform rollback` "
-    "moves it back.",
+    "only when every blocking check of its eval report passed (floors, and non-inferiority "
+    "against the current champion); the failed checks and their figures show here and on "
+    "eval_report. `serving_deployment` rolls the candidate out and the champion alias moves "
+    "when the rollout reaches 100% (the first champion, with nothing serving yet, is "
+    "promoted at once). History is kept in `models/<variant>/aliases.json`; "
+    "`llama-platform rollback` moves it back, and the regression watch does so by itself.",
 )
 def promoted_model(
     context: dg.AssetExecutionContext, storage: LocalDataRoot
@@ -164,46 +250,92 @@ def promoted_model(
     layout = storage.layout
     variant = context.partition_key
     version = latest_version(storage, variant)
-    challenger = json.loads((layout.reports(variant, version) / "report.json").read_text())
+    path = layout.reports(variant, version) / "report.json"
+    if not path.exists():
+        raise dg.Failure(f"{path} is missing: materialise eval_report[{variant}] first")
+    challenger = json.loads(path.read_text())
+    gate = challenger.get("gate") or {"passed": False, "failed": ["no gate in the report"]}
     aliases = read_aliases(layout.aliases(variant))
     champion_version = aliases["champion"]
     if champion_version == version:
-        decision, action = None, "already champion"
+        action = "already champion"
     elif aliases.get("candidate") == version:
-        decision, action = None, "already the release candidate"
-    else:
-        champion = (
-            json.loads((layout.reports(variant, champion_version) / "report.json").read_text())
-            if champion_version
-            else None
+        action = "already the release candidate"
+    elif gate["passed"] and champion_version:
+        # serving_deployment rolls it out; the alias moves when the rollout reaches 100%.
+        aliases = nominate(
+            layout.aliases(variant),
+            version,
+            reason=f"passed every blocking check against champion {champion_version}",
         )
-        decision = evaluate_gate(challenger, champion)
-        if decision.passed and champion_version:
-            aliases = nominate(
-                layout.aliases(variant),
-                version,
-                reason=f"passed the gate against champion {champion_version}",
-            )
-            action = "release candidate"
-        elif decision.passed:
-            aliases = promote(
-                layout.aliases(variant),
-                version,
-                reason="first champion: passed the gate against its base model",
-            )
-            action = "promoted"
-        else:
-            action = "kept champion"
-            context.log.warning(f"{version} did not pass the gate: {'; '.join(decision.reasons)}")
+        action = "release candidate"
+    elif gate["passed"]:
+        aliases = promote(
+            layout.aliases(variant), version, reason="first champion: passed every blocking check"
+        )
+        action = "promoted"
+    else:
+        action = "kept champion"
+        context.log.warning(f"{version} did not pass the gate: {'; '.join(failed_reasons(gate))}")
+    champion = aliases["champion"]
+    champion_report = layout.reports(variant, champion) / "report.json" if champion else None
+    holds = bool(
+        champion_report
+        and champion_report.exists()
+        and json.loads(champion_report.read_text()).get("gate", {}).get("passed")
+    )
     return dg.MaterializeResult(
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=CHAMPION_HOLDS,
+                passed=holds or champion is None,
+                metadata={"champion": str(champion)},
+            )
+        ],
         metadata={
             "champion": str(aliases["champion"]),
-            "candidate": str(aliases.get("candidate")),
             "challenger": version,
             "action": action,
-            "gate_passed": dg.MetadataValue.bool(decision.passed if decision else True),
-            "gate_reasons": dg.MetadataValue.json(decision.reasons if decision else []),
+            "gate_passed": dg.MetadataValue.bool(bool(gate["passed"])),
+            "gate_failed": dg.MetadataValue.json(gate.get("failed", [])),
+            "why": dg.MetadataValue.md("\n".join(f"- {r}" for r in failed_reasons(gate))),
+            "candidate": str(aliases.get("candidate")),
             "history_length": len(aliases["history"]),
             "path": dg.MetadataValue.path(str(layout.aliases(variant))),
+        },
+    )
+
+
+@dg.asset(
+    partitions_def=variant_partitions,
+    deps=[eval_report],
+    group_name="deployment",
+    kinds={"markdown"},
+    description="Every eval report of the variant (each version, and archived "
+    "re-evaluations of champions), tabled oldest first with its trend chart: "
+    "`reports/<variant>/history.{json,md}` and `history.png`.",
+)
+def eval_history(context: dg.AssetExecutionContext, storage: LocalDataRoot) -> dg.MaterializeResult:
+    layout = storage.layout
+    variant = context.partition_key
+    rows = collect(layout.root / "reports").get(variant, [])
+    out = layout.reports(variant)
+    out.mkdir(parents=True, exist_ok=True)
+    pngs = trend_charts({variant: rows}) if rows else {}
+    if pngs:
+        (out / "history.png").write_bytes(pngs[variant])
+    markdown = render({variant: rows}, {variant: "history.png"} if pngs else None)
+    atomic_write_json(out / "history.json", rows)
+    atomic_write_text(out / "history.md", markdown)
+    inline = {variant: data_uri(pngs[variant])} if pngs else None
+    return dg.MaterializeResult(
+        metadata={
+            "reports": len(rows),
+            "versions": len({r["version"] for r in rows}),
+            "history": dg.MetadataValue.md(render({variant: rows}, inline)),
+            "path": dg.MetadataValue.path(str(out / "history.json")),
         }
     )
+
+
+__all__ = ["CHECK_NAMES", "eval_history", "eval_report", "promoted_model"]

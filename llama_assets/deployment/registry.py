@@ -48,6 +48,15 @@ def promote(path: Path, version: str, reason: str) -> dict:
     return _move(path, version, "promote", reason)
 
 
+def previous_champion(aliases: dict) -> str | None:
+    """The champion that the current one replaced when it was promoted (None: the first)."""
+    current = aliases["champion"]
+    for entry in reversed(aliases["history"]):
+        if entry["action"] == "promote" and entry["version"] == current:
+            return entry["previous"] if entry["previous"] != current else None
+    return None
+
+
 def nominate(path: Path, version: str, reason: str) -> dict:
     """Make `version` the release candidate; the champion stays until its rollout ends."""
     aliases = read_aliases(path)
@@ -71,13 +80,10 @@ def rollback(path: Path, reason: str = "manual rollback") -> dict:
     current = aliases["champion"]
     if current is None:
         raise RollbackError(f"{path}: there is no champion to roll back")
-    # The champion that the current one replaced when it was promoted.
-    for entry in reversed(aliases["history"]):
-        if entry["action"] == "promote" and entry["version"] == current:
-            if entry["previous"] not in (None, current):
-                return _move(path, entry["previous"], "rollback", reason)
-            break
-    raise RollbackError(f"{path}: {current} is the first champion; nothing to roll back to")
+    previous = previous_champion(aliases)
+    if previous is None:
+        raise RollbackError(f"{path}: {current} is the first champion; nothing to roll back to")
+    return _move(path, previous, "rollback", reason)
 
 
 def withdraw(path: Path, version: str, reason: str) -> dict:

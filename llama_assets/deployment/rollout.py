@@ -245,6 +245,7 @@ ADVANCE = "advance"
 PROMOTE = "promote"
 ABORT = "abort"
 PAUSE = "pause"
+ROLLBACK = "rollback"  # the champion alias moved back one promotion
 
 
 def next_move(state: RouteState, judgement: Judgement, policy: RolloutPolicy) -> str | None:
@@ -445,6 +446,14 @@ def abort(state: RouteState, reason: str, action: str = ABORT) -> RouteState:
         status=ABORTED,
         switched_at=None,
     )
+
+
+def serve_rolled_back(state: RouteState, champion: str, reason: str) -> RouteState:
+    """The champion alias was rolled back: serve the champion it moved back to (a rollout
+    in progress is aborted first, so nothing else takes traffic)."""
+    if state.canary is not None:
+        raise RolloutRefused(f"{state.canary} is being rolled out: abort it first")
+    return state.moved(ROLLBACK, reason, version=champion, stable=champion, status=IDLE)
 
 
 def pause(state: RouteState, reason: str) -> RouteState:

@@ -4,7 +4,9 @@ Each materialisation applies one command to `serving/<variant>/deployment.json`
 (atomically; the gateway follows the file): `sync` (the default, after
 `promoted_model`: serve the champion, start a canary of a new release
 candidate), the canary sensor's `advance`, `promote` (the champion alias moves
-here, at 100%), `abort` and `pause`, a person's `resume`, and blue-green's
+here, at 100%), `abort` and `pause`, a person's `resume`, `rollback` (the champion alias back
+one promotion and the champion it moved back to served: `llama-platform
+rollback` and the regression watch), and blue-green's
 `blue_green` (stage a preview at 0%), `switch` (after a pre-switch analysis of
 pinned smoke requests) and `switch_back`. A command carries the revision it
 was decided on and is skipped when the state has moved since, so a repeated
@@ -24,12 +26,19 @@ import numpy as np
 from llama_assets.deployment.assets import promoted_model
 from llama_assets.deployment.diagnostics import save_diagnostics
 from llama_assets.deployment.gateway_client import GatewayClient, GatewayUnavailable
-from llama_assets.deployment.registry import promote, read_aliases, withdraw
+from llama_assets.deployment.registry import (
+    RollbackError,
+    promote,
+    read_aliases,
+    rollback,
+    withdraw,
+)
 from llama_assets.deployment.rollout import (
     ABORT,
     ADVANCE,
     PAUSE,
     PROMOTE,
+    ROLLBACK,
     RolloutPolicy,
     RolloutRefused,
     abort,
@@ -38,6 +47,7 @@ from llama_assets.deployment.rollout import (
     pause,
     promote_canary,
     resume,
+    serve_rolled_back,
     start_blue_green,
     start_canary,
     switch,
@@ -49,7 +59,7 @@ from resources.storage import LocalDataRoot
 
 COMMANDS = (
     "sync", "canary", ADVANCE, PROMOTE, ABORT, PAUSE, "resume", "blue_green", "switch",
-    "switch_back",
+    "switch_back", ROLLBACK,
 )  # fmt: skip
 SLO_WINDOW_S = 300.0
 AVAILABILITY_SLO = 0.995
@@ -112,6 +122,8 @@ def _apply(
         return new, {"champion": new.stable}
     if action in (ABORT, "switch_back"):
         return _roll_back(context, storage, state, reason, judgement, action)
+    if action == ROLLBACK:
+        return _roll_back_champion(context, storage, state, reason)
     if action == PAUSE:
         return pause(state, reason), {}
     if action == "resume":
@@ -132,6 +144,25 @@ def _roll_back(context, storage, state, reason, judgement, action) -> tuple[Rout
     layout.gateway_trip(state.variant).unlink(missing_ok=True)  # kept in the diagnostics
     withdraw(layout.aliases(state.variant), state.canary, reason=f"rolled back: {reason}")
     return new, {"diagnostics": dg.MetadataValue.path(str(saved))}
+
+
+def _roll_back_champion(context, storage, state, reason) -> tuple[RouteState, dict]:
+    """The champion alias back one promotion and the routing state with it, in one move
+    (`llama-platform rollback` and the regression watch both run it): a rollout in
+    progress is aborted (diagnostics first, its candidate withdrawn), then the champion
+    rolled back to is served. The reason goes into both histories."""
+    layout, variant = storage.layout, state.variant
+    try:
+        aliases = rollback(layout.aliases(variant), reason=reason)
+    except RollbackError as exc:
+        raise RolloutRefused(str(exc)) from None
+    extra: dict = {"champion": aliases["champion"]}
+    if state.canary is not None:
+        state, aborted = _roll_back(
+            context, storage, state, f"champion rolled back: {reason}", None, ABORT
+        )
+        extra |= aborted
+    return serve_rolled_back(state, aliases["champion"], reason), extra
 
 
 def _pre_switch_analysis(context, storage, state, policy, reason) -> tuple[RouteState, dict]:

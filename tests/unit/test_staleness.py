@@ -61,6 +61,7 @@ def test_a_new_batch_is_missing_everywhere_and_planned_with_the_chain(instance, 
         "eval_report",
         "promoted_model",
         "serving_deployment",
+        "eval_history",
     }
     assert staleness.plan[(dg.AssetKey("training_dataset"), None)] == (
         "clean_shards[s/b3] is rebuilt first"
@@ -78,6 +79,7 @@ def test_a_new_batch_is_missing_everywhere_and_planned_with_the_chain(instance, 
     assert [k.to_user_string() for k in plan[2].assets] == [
         "finetuned_checkpoint",
         "eval_report",
+        "eval_history",
         "promoted_model",
         "serving_deployment",
     ]
@@ -104,6 +106,7 @@ def test_a_rebuilt_partition_makes_exactly_its_descendants_stale(instance, resou
             "eval_report",
             "promoted_model",
             "serving_deployment",
+            "eval_history",
         }
     assert staleness.stale[(dg.AssetKey("rag_index"), "s/b1")] == "clean_shards[s/b1] is newer"
     assert staleness.stale[(dg.AssetKey("eval_report"), "tiny")] == "clean_shards[s/b1] is newer"
