@@ -8,12 +8,17 @@ Per variant with a champion, each tick (decisions in
    version: request ``eval_report`` of the champion before it, then of the
    champion (run config ``version``), on the newest data and index;
 2. the champion's new report fails a blocking check (a floor, or behind the
-   champion before it), or its re-evaluation run failed: keep the diagnostics,
-   raise the alert in the UI (a failed ``champion_holds`` check on
-   ``promoted_model``, with the reason), and request a ``serving_rollout`` run
-   of ``serving_deployment`` with the ``rollback`` command: the alias and the
-   routing state move back together (reason in both histories), so the gateway
-   serves the champion before it.
+   champion before it), or its re-evaluation run failed: keep the diagnostics
+   and request one run that raises the alert in the UI (``promoted_model``
+   fails its ``champion_holds`` check with the reason) and then applies
+   ``serving_deployment``'s ``rollback`` command: the alias and the routing
+   state move back together (reason in both histories), so the gateway serves
+   the champion before it. With no champion before it, the run raises the
+   alert only.
+
+The alert is a run, not a runless check evaluation: the event log keeps one
+runless evaluation per check and partition, so a second regression of the
+same variant could not be reported that way.
 
 Data version: ``datasets/training/dataset.json``; index version: the
 ``table_version`` of the newest ``rag_index`` materialisation.
@@ -25,7 +30,7 @@ import json
 
 import dagster as dg
 
-from llama_assets.deployment.assets import CHAMPION_HOLDS, eval_report, promoted_model
+from llama_assets.deployment.assets import eval_report, promoted_model
 from llama_assets.deployment.regression import (
     Watch,
     keep_diagnostics,
@@ -34,7 +39,7 @@ from llama_assets.deployment.regression import (
 )
 from llama_assets.deployment.rollout import ROLLBACK
 from llama_assets.deployment.rollout_assets import serving_deployment
-from llama_assets.jobs import model_job, rollout_job
+from llama_assets.jobs import model_job
 from llama_assets.partitions import variant_partitions
 from llama_assets.retrieval.assets import rag_index
 from resources.storage import LocalDataRoot
@@ -81,47 +86,39 @@ def evaluation_request(watch: Watch) -> dg.RunRequest:
     )
 
 
-def rollback_request(watch: Watch) -> dg.RunRequest:
-    """One audited move of alias and routing together (serving_deployment's command)."""
+def rollback_request(watch: Watch, diagnostics: str) -> dg.RunRequest:
+    """One run: ``promoted_model`` fails ``champion_holds`` with the reason (the alert,
+    red in the UI), then ``serving_deployment``'s ``rollback`` moves the alias and the
+    routing back together. An ``alert`` (nothing to roll back to) runs the first only."""
+    reason = f"{watch.reason}; diagnostics in {diagnostics}" if diagnostics else watch.reason
+    ops = {promoted_model.node_def.name: {"config": {"regression": reason}}}
+    selection = [promoted_model.key]
+    if watch.action == "rollback":
+        ops[serving_deployment.op.name] = {
+            "config": {"action": ROLLBACK, "reason": rollback_reason(watch)}
+        }
+        selection.append(serving_deployment.key)
     return dg.RunRequest(
-        job_name=rollout_job.name,
+        job_name=model_job.name,
         partition_key=watch.variant,
-        run_key=f"regression-rollback:{watch.key}",
-        run_config={
-            "ops": {
-                serving_deployment.op.name: {
-                    "config": {"action": ROLLBACK, "reason": rollback_reason(watch)}
-                }
-            }
-        },
-        tags={ROLLBACK_TAG: watch.key, "rollout/action": ROLLBACK, "llama/reason": watch.reason},
+        asset_selection=selection,
+        run_key=f"regression-{watch.action}:{watch.key}",
+        run_config={"ops": ops},
+        tags={ROLLBACK_TAG: watch.key, "llama/regression": watch.action, "llama/reason": reason},
     )
 
 
-def alert(instance: dg.DagsterInstance, watch: Watch, metadata: dict) -> None:
-    """The failed check on promoted_model: red in the UI, with the reason."""
-    instance.report_runless_asset_event(
-        dg.AssetCheckEvaluation(
-            asset_key=promoted_model.key,
-            check_name=CHAMPION_HOLDS,
-            passed=False,
-            partition=watch.variant,
-            severity=dg.AssetCheckSeverity.ERROR,
-            description=watch.reason,
-            metadata={"reason": watch.reason, **metadata},
-        )
-    )
-
-
-def watch_all(context: dg.SensorEvaluationContext, storage: LocalDataRoot) -> list[Watch]:
-    """Decide and act for every variant; returns the decisions (for the tick's log)."""
+def watch_all(
+    context: dg.SensorEvaluationContext, storage: LocalDataRoot
+) -> tuple[list[Watch], list[dg.RunRequest]]:
+    """Decide for every variant: the decisions, and the runs that act on them."""
     layout = storage.layout
     manifest = layout.training_dataset / "dataset.json"
     if not manifest.exists():
-        return []
+        return [], []
     data_version = json.loads(manifest.read_text())["data_version"]
     table = index_version(context.instance)
-    decisions = []
+    decisions, requests = [], []
     cursor = json.loads(context.cursor or "{}")
     for variant in variant_partitions.get_partition_keys():
         watch = watch_variant(
@@ -129,38 +126,33 @@ def watch_all(context: dg.SensorEvaluationContext, storage: LocalDataRoot) -> li
         )
         if watch.action in ("rollback", "alert") and cursor.get(variant) == watch.key:
             continue  # acted on this situation already
+        diagnostics = ""
         if watch.action == "rollback":
-            diagnostics = keep_diagnostics(layout, variant, watch.version, watch.reason)
-            metadata = {"rolled_back": watch.version, "diagnostics": str(diagnostics)}
-            alert(context.instance, watch, metadata)
+            diagnostics = str(keep_diagnostics(layout, variant, watch.version, watch.reason))
             context.log.warning(f"{variant}: {watch.reason}")
         elif watch.action == "alert":
-            alert(context.instance, watch, {"champion": watch.version})
             context.log.error(f"{variant}: {watch.reason}")
         if watch.action in ("rollback", "alert"):
             cursor[variant] = watch.key
+            requests.append(rollback_request(watch, diagnostics))
         decisions.append(watch)
     context.update_cursor(json.dumps(cursor))
-    return decisions
+    requests += [evaluation_request(w) for w in decisions if w.action == "evaluate"]
+    return decisions, requests
 
 
 @dg.sensor(
-    jobs=[model_job, rollout_job],
+    jobs=[model_job],
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="When the data or the index changes: re-evaluate each champion (and the "
     "champion before it) on the newest data; if it fails a blocking check or cannot be "
     "evaluated, keep both reports and the failing samples, fail promoted_model's "
     "champion_holds check, and roll alias and serving back to the champion before it "
-    "(a serving_rollout run; reason in the alias history).",
+    "(serving_deployment's rollback command; reason in the alias history).",
 )
 def regression_watch_sensor(context: dg.SensorEvaluationContext, storage: LocalDataRoot):
-    decisions = watch_all(context, storage)
-    requests = [evaluation_request(w) for w in decisions if w.action == "evaluate"]
-    requests += [rollback_request(w) for w in decisions if w.action == "rollback"]
+    decisions, requests = watch_all(context, storage)
     if requests:
         return dg.SensorResult(run_requests=requests)
-    acted = [w for w in decisions if w.action == "alert"]
-    if acted:
-        return dg.SkipReason("; ".join(f"{w.variant}: {w.reason}" for w in acted))
     return dg.SkipReason("every champion is current and passes its gate")

@@ -25,7 +25,7 @@ from llama_assets.training.assets import (
     read_dataset_manifest,
     training_dataset,
 )
-from llama_assets.training.checkpointer import CorruptCheckpointError
+from llama_assets.training.checkpointer import CorruptCheckpointError, verify_manifest
 from llama_assets.training.variants import get_variant
 from resources.device import DeviceResource
 from resources.embedder import EmbedderResource
@@ -162,6 +162,10 @@ def eval_report(
             f"{checkpoint} is not a checkpoint: name a version under models/{variant.name}/ "
             "or train one"
         )
+    try:
+        verify_manifest(checkpoint)  # every file's sha256, before any other input is read
+    except CorruptCheckpointError as exc:
+        raise damaged_checkpoint(checkpoint, variant.name, exc) from exc
     dev = device.device()
     started = time.perf_counter()
     validation = read_table(dataset_split(layout, "validation"), ["doc_id", "text"])
@@ -223,6 +227,35 @@ def eval_report(
     )
 
 
+class PromotionConfig(dg.Config):
+    regression: str = ""
+    """Set by the regression watch: why the champion regressed. The run then only fails
+    ``champion_holds`` with it (red in the UI) and moves nothing itself: the alias and
+    the routing move back together in ``serving_deployment``'s ``rollback`` command,
+    later in the same run."""
+
+
+def regression_alert(layout, variant: str, reason: str) -> dg.MaterializeResult:
+    aliases = read_aliases(layout.aliases(variant))
+    return dg.MaterializeResult(
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=CHAMPION_HOLDS,
+                passed=False,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=reason,
+                metadata={"champion": str(aliases["champion"]), "reason": reason},
+            )
+        ],
+        metadata={
+            "champion": str(aliases["champion"]),
+            "action": "regression",
+            "reason": reason,
+            "path": dg.MetadataValue.path(str(layout.aliases(variant))),
+        },
+    )
+
+
 @dg.asset(
     partitions_def=variant_partitions,
     deps=[eval_report],
@@ -245,10 +278,12 @@ def eval_report(
     "`llama-platform rollback` moves it back, and the regression watch does so by itself.",
 )
 def promoted_model(
-    context: dg.AssetExecutionContext, storage: LocalDataRoot
+    context: dg.AssetExecutionContext, config: PromotionConfig, storage: LocalDataRoot
 ) -> dg.MaterializeResult:
     layout = storage.layout
     variant = context.partition_key
+    if config.regression:
+        return regression_alert(layout, variant, config.regression)
     version = latest_version(storage, variant)
     path = layout.reports(variant, version) / "report.json"
     if not path.exists():

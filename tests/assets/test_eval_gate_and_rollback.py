@@ -1,6 +1,7 @@
-"""The eval, its gate as asset checks, promotion, eval_history and the regression
-watch end to end: two champions, a deliberately damaged one, new data, and the
-alias rolled back by the sensor with its reason, diagnostics and alert."""
+"""The eval, its gate as asset checks, promotion through the release candidate,
+eval_history and the regression watch end to end: two champions, a deliberately
+damaged one, new data, and alias and serving rolled back by the sensor's run with
+its reason, diagnostics and alert."""
 
 from __future__ import annotations
 
@@ -15,9 +16,12 @@ from safetensors.torch import load_file, save_file
 from evals.gate import CHECK_NAMES
 from llama_assets.deployment.assets import CHAMPION_HOLDS, eval_history, eval_report, promoted_model
 from llama_assets.deployment.registry import read_aliases
+from llama_assets.deployment.rollout_assets import serving_deployment
 from llama_assets.jobs import BATCH_ASSETS
 from llama_assets.partitions import BATCHES
+from llama_assets.serving.routing import read_state
 from llama_assets.training.assets import finetuned_checkpoint, training_dataset
+from llama_assets.training.checkpointer import _write_manifest
 from sensors.regression import regression_watch_sensor
 from tests.landing import land, topic
 
@@ -101,7 +105,7 @@ def train_and_evaluate(instance, resources, steps: int) -> dg.ExecuteInProcessRe
         }
     }
     return dg.materialize(
-        [finetuned_checkpoint, eval_report, promoted_model, eval_history],
+        [finetuned_checkpoint, eval_report, promoted_model, eval_history, serving_deployment],
         instance=instance,
         resources=resources,
         partition_key="tiny",
@@ -110,16 +114,27 @@ def train_and_evaluate(instance, resources, steps: int) -> dg.ExecuteInProcessRe
     )
 
 
+CURSORS: dict[int, str | None] = {}
+"""The sensor's cursor per instance, kept between ticks as the daemon keeps it."""
+
+
 def tick(instance, resources):
-    with dg.build_sensor_context(instance=instance, resources=resources) as context:
-        return regression_watch_sensor(context)
+    with dg.build_sensor_context(
+        instance=instance, resources=resources, cursor=CURSORS.get(id(instance))
+    ) as context:
+        result = regression_watch_sensor(context)
+        CURSORS[id(instance)] = context.cursor
+        return result
 
 
 def run_requested(instance, resources, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
     config = request.run_config
-    config["ops"]["eval_report"]["config"] |= EVAL
+    if "eval_report" in config["ops"]:
+        config["ops"]["eval_report"]["config"] |= EVAL
+    assets = {a.key: a for a in (eval_report, promoted_model, serving_deployment)}
+    selection = request.asset_selection or [eval_report.key]
     return dg.materialize(
-        [eval_report],
+        [assets[key] for key in selection],
         instance=instance,
         resources=resources,
         partition_key=request.partition_key,
@@ -130,7 +145,9 @@ def run_requested(instance, resources, request: dg.RunRequest) -> dg.ExecuteInPr
 
 
 def damage(path) -> None:
-    """Scramble the served (merged) weights: the checkpoint loads and is worthless."""
+    """Scramble the served (merged) weights: the checkpoint loads and is worthless. The
+    manifest is rewritten over the damaged files (as if the weights were bad when the
+    checkpoint was written), so the sha256 check passes and the damage reaches the eval."""
     weights = path / "merged" / "model.safetensors"
     tensors = load_file(str(weights))
     generator = torch.Generator().manual_seed(0)
@@ -138,6 +155,8 @@ def damage(path) -> None:
         if tensor.is_floating_point() and tensor.ndim == 2:
             tensors[name] = torch.randn(tensor.shape, generator=generator) * tensor.std() * 3
     save_file(tensors, str(weights), metadata={"format": "pt"})
+    (path / "manifest.json").unlink()  # it would list itself
+    _write_manifest(path)
 
 
 def test_gate_promotion_history_and_automatic_rollback(layout, instance, resources):
@@ -146,19 +165,35 @@ def test_gate_promotion_history_and_automatic_rollback(layout, instance, resourc
     layout.gate_config.parent.mkdir(parents=True, exist_ok=True)
     layout.gate_config.write_text(GATE)
 
-    # A first champion, then a better-trained challenger that passes every check.
+    # A first champion (served at once), then a better-trained challenger that passes
+    # every check: it becomes the release candidate and its canary starts.
     first = train_and_evaluate(instance, resources, steps=4)
     assert first.success
     second = train_and_evaluate(instance, resources, steps=12)
     assert second.success
-    checks = {e.check_name: e for e in second.get_asset_check_evaluations()}
+    checks = {
+        e.check_name: e
+        for e in second.get_asset_check_evaluations()
+        if e.asset_key in (eval_report.key, promoted_model.key)
+    }
     assert set(checks) == {*CHECK_NAMES, CHAMPION_HOLDS}
     assert all(e.passed for e in checks.values())
     compared = checks["champion_bits_per_byte"].metadata
     assert compared["compared"].value is True
     aliases = read_aliases(layout.aliases("tiny"))
-    v1, v2 = (entry["version"] for entry in aliases["history"])
-    assert aliases["champion"] == v2 != v1
+    v1, v2 = aliases["champion"], aliases["candidate"]
+    assert [(e["action"], e["version"]) for e in aliases["history"]] == [
+        ("promote", v1), ("candidate", v2),
+    ]  # fmt: skip
+    state = read_state(layout.deployment("tiny"), "tiny")
+    assert (state.stable, state.canary) == (v1, v2)
+    # Its rollout reaches 100% (the canary sensor's move): the alias moves.
+    promote = {"ops": {"serving_deployment": {"config": {"action": "promote"}}}}
+    assert dg.materialize(
+        [serving_deployment], instance=instance, resources=resources, partition_key="tiny",
+        run_config=promote,
+    ).success  # fmt: skip
+    assert read_aliases(layout.aliases("tiny"))["champion"] == v2 != v1
 
     out = layout.reports("tiny", v2)
     report = json.loads((out / "report.json").read_text())
@@ -196,9 +231,16 @@ def test_gate_promotion_history_and_automatic_rollback(layout, instance, resourc
     verdicts = {e.check_name: e.passed for e in failed.get_asset_check_evaluations()}
     assert not verdicts["improves_on_base"] and not verdicts["champion_bits_per_byte"]
 
-    # The watch rolls the alias back, with the reason, the diagnostics and an alert.
-    result = tick(instance, resources)
-    assert isinstance(result, dg.SkipReason) and "rolled back to" in result.skip_message
+    # The watch keeps the diagnostics, raises the alert, and requests the rollback of
+    # alias and serving together; the next tick does not act on it twice.
+    [rollback] = tick(instance, resources).run_requests
+    assert rollback.asset_selection == [promoted_model.key, serving_deployment.key]
+    assert read_aliases(layout.aliases("tiny"))["champion"] == v2  # moved by the run
+    assert isinstance(tick(instance, resources), dg.SkipReason)  # acted once
+    assert run_requested(instance, resources, rollback).success
+    state = read_state(layout.deployment("tiny"), "tiny")
+    assert (state.stable, state.canary, state.history[-1]["action"]) == (v1, None, "rollback")
+    assert "improves_on_base" in state.history[-1]["reason"]
     aliases = read_aliases(layout.aliases("tiny"))
     assert aliases["champion"] == v1
     last = aliases["history"][-1]
@@ -219,8 +261,9 @@ def test_gate_promotion_history_and_automatic_rollback(layout, instance, resourc
     [latest] = instance.event_log_storage.get_asset_check_execution_history(check_key, limit=1)
     evaluation = latest.event.dagster_event.event_specific_data
     assert evaluation.passed is False and "rolled back" in evaluation.metadata["reason"].value
-    promoted = instance.get_latest_materialization_event(promoted_model.key)
-    assert promoted.asset_materialization.metadata["action"].value == "rolled back"
+    served = instance.get_latest_materialization_event(serving_deployment.key)
+    assert served.asset_materialization.metadata["action"].value == "rollback"
+    assert served.asset_materialization.metadata["stable"].value == v1
 
     # Acted once: the next tick finds the restored champion current and passing.
     follow_up = tick(instance, resources)

@@ -257,7 +257,21 @@ def test_the_rollout_commands_run_as_audited_runs(rollout_root, tmp_path, monkey
     assert [line.split()[1] for line in status.output.splitlines()[1:]] == [
         "stable", "canary", "pause", "promote",
     ]  # fmt: skip
+    # `rollback` moves alias and routing together: the rollout in progress is aborted
+    # and the champion before is served, the reason in both histories.
+    assert run("canary", "--version", versions[0]).exit_code == 0
+    rolled = runner.invoke(cli, ["rollback", "--variant", VARIANT, "--reason", "regressed"])
+    assert rolled.exit_code == 0, rolled.output
+    assert f"champion is now {versions[0]}" in rolled.output
+    aliases = read_aliases(layout.aliases(VARIANT))
+    assert (aliases["champion"], aliases["history"][-1]["reason"]) == (versions[0], "regressed")
+    state = read_state(layout.deployment(VARIANT), VARIANT)
+    assert (state.stable, state.canary, state.canary_weight) == (versions[0], None, 0)
+    assert [m["action"] for m in state.history[-2:]] == ["abort", "rollback"]
+    assert state.history[-1]["reason"] == "regressed"
     # Each move is a run on the instance, tagged with what it did.
     instance = dg.DagsterInstance.get()
     actions = [r.tags.get("rollout/action") for r in instance.get_runs()]
-    assert sorted(a for a in actions if a) == ["abort", "canary", "pause", "promote"]
+    assert sorted(a for a in actions if a) == [
+        "abort", "canary", "canary", "pause", "promote", "rollback",
+    ]  # fmt: skip

@@ -27,6 +27,7 @@ from llama_assets.deployment.rollout import (
     judge,
     next_move,
     promote_canary,
+    serve_rolled_back,
     start_blue_green,
     step_samples,
     switch,
@@ -122,6 +123,23 @@ def test_a_failed_canary_goes_to_zero_and_is_not_rolled_out_again():
     inconclusive = judge(samples(5, 0.1), samples(40, 0.1), STEP, RULES, 120)
     restarted = sync(RouteState("tiny", stable="v1"), "v1", "v2", policy)
     assert next_move(restarted, inconclusive, policy) == PAUSE
+
+
+def test_a_champion_rollback_serves_the_champion_before_and_nothing_else():
+    policy = RolloutPolicy()
+    state = sync(RouteState("tiny", stable="v2"), "v2", "v3", policy)
+    with pytest.raises(RolloutRefused, match="abort it first"):
+        serve_rolled_back(state, "v1", "regressed")
+    state = serve_rolled_back(abort(state, "champion rolled back"), "v1", "regressed")
+    assert (state.stable, state.canary, state.canary_weight, state.status) == (
+        "v1", None, 0.0, "idle",
+    )  # fmt: skip
+    assert state.history[-1] | {"at": None} == {
+        "revision": state.revision, "action": "rollback", "version": "v1",
+        "reason": "regressed", "at": None, "stable": "v1", "canary": None,
+        "canary_weight": 0.0, "stage": 0, "status": "idle",
+    }  # fmt: skip
+    assert sync(state, "v1", "v3", policy) is None  # the aborted candidate stays out
 
 
 def test_each_step_is_judged_on_its_own_requests():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from llama_assets.deployment.registry import promote, read_aliases
-from llama_assets.deployment.regression import roll_back, watch_variant
+from llama_assets.deployment.regression import keep_diagnostics, rollback_reason, watch_variant
 
 
 def write_report(layout, version: str, data: str, table: int, passed: bool = True) -> None:
@@ -44,7 +44,7 @@ def test_new_data_re_evaluates_the_champion_before_it_first(layout):
     assert watch_variant(layout, "tiny", "d2", 2).version == "v1"
 
 
-def test_a_failing_champion_is_rolled_back_with_its_reason(layout):
+def test_a_failing_champion_is_to_be_rolled_back_with_its_reason(layout):
     promote(layout.aliases("tiny"), "v1", "first")
     promote(layout.aliases("tiny"), "v2", "better")
     write_report(layout, "v1", "d2", 1)
@@ -52,9 +52,11 @@ def test_a_failing_champion_is_rolled_back_with_its_reason(layout):
     watch = watch_variant(layout, "tiny", "d2", 1)
     assert watch.action == "rollback" and watch.version == "v2"
     assert "failed improves_on_base on data d2" in watch.reason
-    aliases, diagnostics = roll_back(layout, watch)
-    assert aliases["champion"] == "v1" == read_aliases(layout.aliases("tiny"))["champion"]
-    assert aliases["history"][-1]["reason"] == f"regression watch: {watch.reason}"
+    assert watch.reason.endswith("rolled back to v1")
+    assert rollback_reason(watch) == f"regression watch: {watch.reason}"
+    # Diagnostics are kept before anything moves (serving_deployment's rollback moves it).
+    diagnostics = keep_diagnostics(layout, "tiny", watch.version, watch.reason)
+    assert read_aliases(layout.aliases("tiny"))["champion"] == "v2"
     assert json.loads((diagnostics / "reason.json").read_text())["previous"] == "v1"
     assert (diagnostics / "failing_report.json").exists()
     assert (diagnostics / "previous_report.json").exists()
