@@ -69,10 +69,11 @@ def _entries(folder: Path) -> list[Path]:
 
 def _problem(entry: Path, what: str, problems: list[LandingProblem]) -> bool:
     shown = repr(entry.name)[1:-1]  # control characters made visible
+    where = f"{entry.parent.name}/{shown}" if what == "batch" else shown
     if entry.is_symlink():
         problems.append(
             LandingProblem(
-                f"{entry.parent.name}/{shown}" if what == "batch" else shown,
+                where,
                 f"a symlink in place of a {what} folder is never followed; "
                 "copy the files in with `llama-platform ingest` instead",
             )
@@ -81,7 +82,6 @@ def _problem(entry: Path, what: str, problems: list[LandingProblem]) -> bool:
     try:
         check_segment(entry.name, what)
     except ValueError as exc:
-        where = f"{entry.parent.name}/{shown}" if what == "batch" else shown
         problems.append(LandingProblem(where, f"{exc}; rename the folder to be read"))
         return True
     return False

@@ -15,6 +15,7 @@ import sys
 
 import dagster as dg
 
+from llama_assets.runner import PlannedRun, _failure_sentence
 from tests.landing import TOPIC_KEYS, topic
 
 CLI = [sys.executable, "-m", "llama_assets.cli"]
@@ -91,3 +92,21 @@ def test_a_batch_over_its_reject_limit_stops_alone_with_a_sentence(tmp_path):
     assert fixed.returncode == 0 and "re-materialised 1 of 1" in out, out
     with dg.DagsterInstance.from_config(str(home)) as instance:
         assert _count(instance, "clean_shards", "docs/b2") == 1
+
+
+def test_a_step_that_failed_after_its_retries_is_reported_by_its_own_error(tmp_path):
+    """Dagster wraps the last failure of a step with a retry policy in
+    RetryRequestedFromPolicy ("Exceeded max_retries of 1"); the sentence names the
+    step's own error instead, which says what went wrong."""
+
+    @dg.asset(retry_policy=dg.RetryPolicy(max_retries=1, delay=0))
+    def flaky():
+        raise OSError("No space left on device")
+
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        result = dg.materialize([flaky], instance=instance, raise_on_error=False)
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_failure_data.error.cls_name == "RetryRequestedFromPolicy"
+    sentence = _failure_sentence(result, PlannedRun("__ASSET_JOB", None, (flaky.key,)))
+    assert sentence.startswith("flaky: OSError: No space left on device (the disk is full")
+    assert "max_retries" not in sentence

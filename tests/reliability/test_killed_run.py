@@ -13,18 +13,10 @@ import sys
 import time
 
 import dagster as dg
-from dagster._core.events import DagsterEventType
 
 from llama_assets.instance import open_instance
 from tests.landing import topic
-
-
-def _started(instance: dg.DagsterInstance, step: str) -> bool:
-    filter_ = dg.EventRecordsFilter(event_type=DagsterEventType.STEP_START)
-    return any(
-        r.event_log_entry.step_key == step
-        for r in instance.get_event_records(filter_, limit=100, ascending=False)
-    )
+from tests.reliability.run_events import step_started
 
 
 def test_kill_9_during_clean_shards_frees_the_dedup_slot(tmp_path, monkeypatch):
@@ -50,7 +42,7 @@ def test_kill_9_during_clean_shards_frees_the_dedup_slot(tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     with open_instance() as instance:
         deadline = time.monotonic() + 240
-        while not _started(instance, "clean_shards"):
+        while not step_started(instance, "clean_shards"):
             assert first.poll() is None, first.stdout.read().decode()
             assert time.monotonic() < deadline, "clean_shards never started"
             time.sleep(0.2)
@@ -97,7 +89,7 @@ def test_the_dead_run_sensor_reaps_a_killed_worker(tmp_path, monkeypatch):
     )
     with open_instance() as instance:
         deadline = time.monotonic() + 300
-        while not _started(instance, "slow"):
+        while not step_started(instance, "slow"):
             assert worker.poll() is None and time.monotonic() < deadline
             time.sleep(0.2)
         worker.kill()

@@ -12,29 +12,13 @@ import subprocess
 import sys
 import time
 
-import dagster as dg
 import lancedb
-from dagster._core.events import DagsterEventType
 
 from llama_assets.instance import open_instance
 from tests.landing import TOPIC_KEYS, topic
+from tests.reliability.run_events import step_logged, step_started
 
 CLI = [sys.executable, "-m", "llama_assets.cli"]
-
-
-def _step_started(instance, step: str) -> bool:
-    records = instance.get_event_records(
-        dg.EventRecordsFilter(event_type=DagsterEventType.STEP_START), limit=50, ascending=False
-    )
-    return any(r.event_log_entry.step_key == step for r in records)
-
-
-def _logged(instance, step: str, text: str) -> bool:
-    for run in instance.get_runs(limit=3):
-        for entry in instance.all_logs(run.run_id):
-            if entry.step_key == step and text in (entry.user_message or ""):
-                return True
-    return False
 
 
 def _interrupt_when(env, args, instance, ready, sig) -> str:
@@ -69,7 +53,7 @@ def test_sigterm_and_ctrl_c_stop_the_run_and_the_next_run_resumes(tmp_path, monk
     with open_instance() as instance:
         # SIGTERM while the chunks are embedded.
         out = _interrupt_when(
-            env, train, instance, lambda: _step_started(instance, "embeddings"), signal.SIGTERM
+            env, train, instance, lambda: step_started(instance, "embeddings"), signal.SIGTERM
         )
         assert "stopped by a signal during embeddings of batch docs/b1" in out
         assert "Traceback" not in out
@@ -81,7 +65,7 @@ def test_sigterm_and_ctrl_c_stop_the_run_and_the_next_run_resumes(tmp_path, monk
             env,
             train,
             instance,
-            lambda: _logged(instance, "finetuned_checkpoint", "step 16/"),
+            lambda: step_logged(instance, "finetuned_checkpoint", "step 16/"),
             signal.SIGINT,
         )
         assert "stopped by a signal during finetuned_checkpoint" in out, out
@@ -94,4 +78,4 @@ def test_sigterm_and_ctrl_c_stop_the_run_and_the_next_run_resumes(tmp_path, monk
     ids = table.column("chunk_id").to_pylist()
     assert len(ids) == len(set(ids)) > 0
     with open_instance() as instance:
-        assert _logged(instance, "finetuned_checkpoint", "resum")
+        assert step_logged(instance, "finetuned_checkpoint", "resum")
