@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
@@ -23,9 +24,11 @@ from pathlib import Path
 
 import dagster as dg
 from dagster._core.events import DagsterEventType
+from dagster._core.storage.tags import BACKFILL_ID_TAG, PARTITION_NAME_TAG, SENSOR_NAME_TAG
 
+from llama_assets.base.atomic import collect_stale_temps
 from llama_assets.base.locks import file_lock, lock_holder
-from llama_assets.dead_runs import reap_dead_runs, run_tags
+from llama_assets.dead_runs import ACTIVE, reap_dead_runs, run_tags
 from llama_assets.ingest.landing import scan_landing
 from llama_assets.interrupts import Interrupted, InterruptWatch
 from llama_assets.jobs import ALL_ASSETS, JOBS, asset_graph, job_for
@@ -67,6 +70,13 @@ FOLLOWED = {
 RUN_LOCK = ".run.lock"
 """In the instance folder: held by the CLI process that is materialising."""
 POLL_SECONDS = 0.3
+WAIT_POLL_SECONDS = 2.0
+"""How often a run waiting for another process's run of its partition looks again."""
+PARTITION_TAG, SENSOR_TAG, BACKFILL_TAG = (
+    "dagster/partition",
+    "dagster/sensor_name",
+    "dagster/backfill",
+)
 QUIET_SECONDS = 10.0
 """Off a terminal, a running step's log lines are echoed at most this often."""
 
@@ -153,6 +163,14 @@ class Runner:
                 "pool slots given back"
             )
 
+    def recover(self) -> None:
+        """What a killed run left: its run record and pool slots (`reap`), and the
+        temporary files and folders of its writes, removed before anything reads."""
+        self.reap()
+        collected = collect_stale_temps(self.resources["storage"].layout.root)
+        if collected:
+            self.echo(f"removed {len(collected)} temporary entries that killed writes left")
+
     def materialized(self, asset: dg.AssetsDefinition) -> set[str]:
         return set(self.instance.get_materialized_partitions(asset.key))
 
@@ -195,9 +213,36 @@ class Runner:
         ]
 
     # doing it ---------------------------------------------------------------
+    def wait_for_other_runs(self, partition: str | None) -> None:
+        """Wait while a run this process did not start (one the daemon's sensors
+        launched, a backfill from the UI) materialises `partition`, and say so:
+        the same partition written twice at once is wasted work at best. A run
+        whose process died is reaped, never waited for."""
+        if partition is None:
+            return
+        said: set[str] = set()
+        while True:
+            self.reap()
+            active = self.instance.get_runs(
+                filters=dg.RunsFilter(statuses=ACTIVE, tags={PARTITION_NAME_TAG: partition})
+            )
+            if not active:
+                return
+            for other in active:
+                if other.run_id not in said:
+                    said.add(other.run_id)
+                    by = other.tags.get(SENSOR_NAME_TAG) or other.tags.get(BACKFILL_ID_TAG)
+                    self.echo(
+                        f"  run {other.run_id[:8]}{f' (launched by {by})' if by else ''} is "
+                        f"materialising {partition}; waiting for it to finish "
+                        "(Ctrl-C to stop waiting)"
+                    )
+            time.sleep(WAIT_POLL_SECONDS)
+
     def execute(self, run: PlannedRun, run_config: dict | None = None) -> dict:
         """Materialise `run` in-process, a progress line per step; returns the
         materialisations' metadata. Raises StepFailed when a step fails."""
+        self.wait_for_other_runs(run.partition)
         job = self._definitions().resolve_job_def(run.job_name)
         run_id = str(uuid.uuid4())
         progress = _Progress(self.instance, run_id, run.partition, self.echo, self.live, self.watch)
@@ -230,7 +275,7 @@ class Runner:
         batch_assets = tuple(k for k in graph.toposorted_asset_keys if _batch_asset(graph, k))
         outcome = Outcome()
         with self.watch.installed(), self.exclusive():
-            self.reap()
+            self.recover()
             for i, key in enumerate(keys, 1):
                 self._run_batch(outcome, i, key, len(keys), batch_assets)
         return outcome
@@ -273,7 +318,7 @@ class Runner:
     def run_pending(self, variants: Sequence[str], train_config: dict | None = None) -> Outcome:
         """Materialise what is stale for the batches, the snapshot and `variants`."""
         with self.watch.installed(), self.exclusive():
-            self.reap()
+            self.recover()
             new = self.register_landing_batches()
             if new:
                 self.echo(f"registered {len(new)} new batch(es): {', '.join(new)}")

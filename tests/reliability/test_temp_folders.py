@@ -100,3 +100,24 @@ def test_a_killed_writers_temp_folder_is_collected(tmp_path):
     assert sorted(map(str, removed)) == sorted(map(str, [again, old, ingest]))
     assert all(p.exists() for p in kept)
     assert final.is_dir()
+
+
+def test_run_collects_what_a_killed_write_left_before_it_plans(tmp_path):
+    """`llama-platform run` (and `backfill`) collect the temporary folders of killed
+    writes at their start; a live writer's stays."""
+    root, home = tmp_path / "data", tmp_path / "home"
+    staged, _ = killed_writer(root / "shards" / "docs" / "b1")
+    live = root / "staging" / "chunks" / "docs" / f".b2.p{os.getpid()}-abc.tmp"
+    live.mkdir(parents=True)
+    env = {**os.environ, "LLAMA_DATA_ROOT": str(root), "DAGSTER_HOME": str(home)}
+    for command in ("run", "backfill"):
+        done = subprocess.run(
+            [sys.executable, "-m", "llama_assets.cli", command],
+            env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        if command == "run":
+            assert "removed 1 temporary entries that killed writes left" in done.stdout
+            assert not os.path.exists(staged) and live.is_dir()
+        staged, _ = killed_writer(root / "models" / "tiny" / "runs" / "r1")
+    assert not os.path.exists(staged) and live.is_dir()
