@@ -1,8 +1,11 @@
-"""Two CLI runs at once, and ingest during a run: no lost batch, nothing twice.
+"""Two CLI runs at once, ingest during a run, and a backfill during a run the
+daemon's landing sensor launched: no lost batch, nothing twice.
 
 The second `backfill` waits for the first (and says so) instead of writing the
 same partitions at the same time; a batch ingested while a run works is
-registered by the next run, and no chunk or document survives twice.
+registered by the next run, and no chunk or document survives twice. A CLI
+backfill and a sensor's run share the instance's pools: the backfill's dedup
+waits for the `dedup_index` slot and says which run holds it.
 """
 
 from __future__ import annotations
@@ -12,12 +15,15 @@ import subprocess
 import sys
 import time
 
+import dagster as dg
 import lancedb
 import polars as pl
 
 from llama_assets.base.layout import DataLayout
 from llama_assets.curate.dedup_index import DedupIndex
+from llama_assets.instance import open_instance
 from tests.landing import TOPIC_KEYS, topic
+from tests.reliability.run_events import RunFollower, daemon, wait_for
 
 CLI = [sys.executable, "-m", "llama_assets.cli"]
 
@@ -64,3 +70,54 @@ def test_two_backfills_and_an_ingest_at_once(tmp_path):
     assert texts.n_unique() == len(texts)  # no duplicate survivor
     counts = {key: frame.height for key, frame in shards.items()}
     assert DedupIndex(layout.dedup_index).batch_counts() == counts
+
+
+def test_a_backfill_during_a_sensor_launched_run_of_the_same_batch(tmp_path, monkeypatch):
+    data, home = tmp_path / "data", tmp_path / "home"
+    env = {**os.environ, "LLAMA_DATA_ROOT": str(data), "DAGSTER_HOME": str(home),
+           "LLAMA_COALESCE_WINDOW_SECONDS": "0"}  # fmt: skip
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    open_instance().dispose()
+    folder = tmp_path / "in-b1"
+    folder.mkdir()
+    for i in range(8):
+        (folder / f"{TOPIC_KEYS[i]}.txt").write_text(topic(i))
+    for i in (1, 4):  # two documents twice in the batch: one copy each survives
+        (folder / f"copy-{TOPIC_KEYS[i]}.txt").write_text(topic(i))
+    subprocess.run([*CLI, "ingest", str(folder), "--source", "docs", "--batch", "b1"],
+                   env=env, check=True, capture_output=True)  # fmt: skip
+    with open_instance() as instance:
+        follower = RunFollower(instance)
+        with daemon(env, tmp_path / "daemon.log") as alive:
+            # The sensor's run is at its dedup; a backfill of the same batch starts.
+            wait_for(lambda: follower.seen("clean_shards") is not None,
+                     "the sensor-launched run's dedup", alive=alive)  # fmt: skip
+            sensor_run = follower.seen("clean_shards")
+            backfill = subprocess.run([*CLI, "backfill", "--partitions", "docs/b1"], env=env,
+                                      capture_output=True, text=True, timeout=1200)  # fmt: skip
+            wait_for(lambda: instance.get_run_by_id(sensor_run).is_finished,
+                     "the sensor-launched run's end", alive=alive)  # fmt: skip
+        assert instance.get_run_by_id(sensor_run).status == dg.DagsterRunStatus.SUCCESS
+        assert instance.get_run_by_id(sensor_run).tags["dagster/sensor_name"] == (
+            "landing_zone_sensor"
+        )
+    assert backfill.returncode == 0, backfill.stdout + backfill.stderr
+    assert (
+        f"run {sensor_run[:8]} (launched by landing_zone_sensor) is materialising docs/b1; "
+        "waiting for it to finish" in backfill.stdout
+    ), backfill.stdout
+
+    layout = DataLayout(data)
+    shards = pl.read_parquet(layout.shards_root / "docs" / "b1" / "*.parquet")
+    assert shards.height == 8 and shards["text"].n_unique() == 8  # none lost, none twice
+    assert DedupIndex(layout.dedup_index).batch_counts() == {"docs/b1": 8}
+    table = lancedb.connect(str(layout.lancedb)).open_table("chunks")
+    chunks = table.to_arrow()
+    ids = chunks["chunk_id"].to_pylist()
+    assert len(ids) == len(set(ids)) > 0  # no vector twice
+    indexed = set(shards.filter(pl.col("for_index"))["doc_id"].to_list())
+    assert set(chunks["doc_id"].to_pylist()) == indexed
+    # The index answers (not corrupted by two writers): every row reads back.
+    assert table.count_rows() == len(ids)
+    [hit] = table.search(chunks["vector"][0].as_py()).limit(1).to_list()
+    assert hit["_distance"] < 1e-4
