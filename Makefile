@@ -61,10 +61,9 @@ chromium:
 	  $$SUDO apt-get update -qq >/dev/null && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
+# 127.0.0.1 only: the UI has no login (`llama-platform ui --help` for another host).
 ui: install
-	@$(BIN)/python -c "from llama_assets.instance import open_instance; open_instance()"
-	@echo "Dagster UI on http://127.0.0.1:3000 (instance: $(DAGSTER_HOME))"
-	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+	$(BIN)/llama-platform ui $(ARGS)
 
 # The production topology on this machine: SeaweedFS (S3), the instance on the
 # local Postgres (deploy/prod/dagster.yaml), daemon and webserver; Ctrl-C stops it.

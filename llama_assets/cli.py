@@ -20,7 +20,7 @@ from pathlib import Path
 import click
 
 # The embedded default must be in place before Dagster reads its environment.
-from llama_assets.base.settings import SAMPLE_DATA, dagster_home, data_root
+from llama_assets.base.settings import PROJECT_ROOT, SAMPLE_DATA, dagster_home, data_root
 
 SAMPLE_SOURCE = "python-docs"
 DEFAULT_VARIANTS = ("tiny",)
@@ -403,6 +403,33 @@ def serve(
         run_gateway(config, layout, host, port, device=device, echo=click.echo, engine=engine)
     except (AccessError, NothingToServe, VllmUnavailable) as error:
         raise ExpectedStop(str(error)) from error
+
+
+@cli.command(
+    help="Open the Dagster UI on this instance: `dagster dev` (webserver and daemon, so "
+    "sensors and schedules run) on 127.0.0.1:3000. The UI has no login: another host "
+    "needs --behind-authenticating-proxy."
+)
+@click.option("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+@click.option("--port", type=int, default=3000)
+@click.option(
+    "--behind-authenticating-proxy",
+    "behind_proxy",
+    is_flag=True,
+    help="allow a non-loopback --host: a proxy in front authenticates every request",
+)
+def ui(host: str, port: int, behind_proxy: bool) -> None:
+    from llama_assets.serving.access import AccessError, check_unauthenticated_bind
+
+    try:
+        check_unauthenticated_bind(host, "the Dagster UI", behind_proxy)
+    except AccessError as error:
+        raise ExpectedStop(str(error), exit_code=1) from error
+    _instance()  # created (schema and all) before dagster dev's processes open it
+    dagster = Path(sys.executable).parent / "dagster"
+    click.echo(f"Dagster UI on http://{host}:{port} (instance: {dagster_home()})")
+    os.chdir(PROJECT_ROOT)  # the workspace's code location is found from the checkout
+    os.execv(dagster, [str(dagster), "dev", "-h", host, "-p", str(port), "-w", "workspace.yaml"])
 
 
 @cli.group(

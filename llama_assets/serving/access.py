@@ -74,6 +74,23 @@ def check_bind(host: str, keys: dict[str, ApiKey] | None) -> None:
         )
 
 
+BEHIND_PROXY = "--behind-authenticating-proxy"
+"""The flag of a server without authentication of its own (the Dagster UI, a
+model backend): a non-loopback bind is allowed only when it says a proxy that
+authenticates every request stands in front."""
+
+
+def check_unauthenticated_bind(host: str, what: str, behind_proxy: bool) -> None:
+    """`what` has no authentication of its own: loopback only, unless the operator
+    says an authenticating proxy is in front."""
+    if not behind_proxy and not is_loopback(host):
+        raise AccessError(
+            f"refusing to serve {what} on {host}: it has no authentication of its own. "
+            f"Bind 127.0.0.1 (the default), or put an authenticating proxy in front and "
+            f"pass {BEHIND_PROXY}"
+        )
+
+
 def bearer(authorization: str | None) -> str | None:
     if not authorization:
         return None

@@ -40,6 +40,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from llama_assets.serving.access import BEHIND_PROXY, AccessError, check_unauthenticated_bind
 from llama_assets.serving.engine import FINISH_ERROR, BatchingEngine, Sequence
 from llama_assets.serving.logs import configure_json_logging, request_id_var, text_fingerprint
 from llama_assets.serving.metrics import EngineMetrics
@@ -367,7 +368,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-wait-ms", type=float, default=5.0)
     parser.add_argument("--inject-error-rate", type=float, default=0.0)
     parser.add_argument("--inject-delay-ms", type=float, default=0.0)
+    parser.add_argument(
+        BEHIND_PROXY,
+        action="store_true",
+        help="allow a non-loopback --host: a proxy in front authenticates every request",
+    )
     args = parser.parse_args(argv)
+    try:  # before the model loads: a refusal costs nothing
+        check_unauthenticated_bind(args.host, "a model backend", args.behind_authenticating_proxy)
+    except AccessError as error:
+        parser.exit(1, f"error: {error}\n")
 
     import torch
     import uvicorn
