@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -105,9 +106,6 @@ def test_kill_9_in_every_stage_then_run_completes_with_nothing_lost_or_doubled(
     reference, crashed = tmp_path / "reference", tmp_path / "crashed"
     for root in (reference, crashed):
         _land(tmp_path / root.name, _env(root))
-    done = _run(_env(reference), "backfill")
-    assert done.returncode == 0, done.stderr
-
     env = _env(crashed)
     monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
     open_instance().dispose()
@@ -142,6 +140,12 @@ def test_kill_9_in_every_stage_then_run_completes_with_nothing_lost_or_doubled(
     again = _run(env, "run", *TRAIN)
     assert again.stdout.strip().endswith("nothing pending"), again.stdout
 
+    # The reference: the same batches uninterrupted (embeddings taken from the crashed
+    # root's cache, to save time: the rows compared are chunk ids and texts).
+    shutil.copytree(crashed / "data" / "cache", reference / "data" / "cache")
+    done = _run(_env(reference), "backfill")
+    assert done.returncode == 0, done.stderr
+
     layout = DataLayout(crashed / "data")
     assert _verify_published(layout) >= 4
     # The same chunks as the uninterrupted run, none twice.
@@ -172,7 +176,7 @@ def test_kill_9_of_a_daemon_launched_run_is_reaped_by_the_sensor_and_the_next_ru
     env = {**_env(tmp_path), "LLAMA_COALESCE_WINDOW_SECONDS": "0"}
     monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
     open_instance().dispose()
-    _land(tmp_path, env, (("b1", range(0, 8)),))
+    _land(tmp_path, env, (("b1", range(0, 4)),))
     with open_instance() as instance:
         follower = RunFollower(instance)
         with daemon(env, tmp_path / "daemon-1.log") as alive:
