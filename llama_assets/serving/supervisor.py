@@ -210,11 +210,17 @@ class VllmLauncher(BackendLauncher):
         command = vllm_command(
             self.python, server, port, dtype=self.dtype, extra_args=self.extra_args
         )
-        process = subprocess.Popen(command, env=vllm_env(), stdout=subprocess.DEVNULL)
+        # vLLM says why it failed to start in its own log: kept beside the exports.
+        log_path = self.layout.serving(self.variant) / "vllm" / f"server-{server.key}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as out:
+            process = subprocess.Popen(
+                command, env=vllm_env(), stdout=out, stderr=subprocess.STDOUT
+            )
         log.info(
             "vllm server started",
             extra={"server": server.key, "versions": server.versions, "port": port,
-                   "pid": process.pid},
+                   "pid": process.pid, "log": str(log_path)},
         )  # fmt: skip
         return VllmProcess(server, f"http://127.0.0.1:{port}", process, time.monotonic())
 
@@ -234,8 +240,16 @@ class VllmLauncher(BackendLauncher):
         for server in plan:
             current = self.processes.get(server)
             if current is not None and current.process.poll() is not None:
-                log.error("vllm server exited; starting it again", extra={"server": server.key})
-                self.restarts[server.key] = self.restarts.get(server.key, 0) + 1
+                # A server that fails at start fails again at once: back off (5 s, 10 s,
+                # ... 5 min) rather than restart it on every pass.
+                restarts = self.restarts.get(server.key, 0)
+                if time.monotonic() - current.started < min(300.0, 5.0 * 2**restarts):
+                    continue
+                log.error(
+                    "vllm server exited; starting it again",
+                    extra={"server": server.key, "returncode": current.process.returncode},
+                )
+                self.restarts[server.key] = restarts + 1
                 current = None
             if current is None:
                 self.processes[server] = self.start(server)

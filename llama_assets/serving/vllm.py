@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +84,19 @@ def choose_engine(engine: str, project_root: Path) -> str:
     if engine != "auto":
         return engine
     return "vllm" if gpu_visible() and vllm_python(project_root) is not None else "cpu"
+
+
+# On a CPU, vLLM reserves `--gpu-memory-utilization` of the machine's memory (its NUMA
+# node's) for the KV cache at start; its default, 0.92, fails on any shared machine.
+CPU_DEFAULT_ARGS = ("--gpu-memory-utilization", "0.2")
+
+
+def default_extra_args(environ: dict[str, str] | None = None) -> list[str]:
+    """`LLAMA_VLLM_ARGS` when set; else nothing on a GPU, CPU_DEFAULT_ARGS on a CPU."""
+    environ = os.environ if environ is None else environ
+    if VLLM_ARGS_ENV in environ:
+        return shlex.split(environ[VLLM_ARGS_ENV])
+    return [] if gpu_visible() else list(CPU_DEFAULT_ARGS)
 
 
 def max_lora_rank(ranks: list[int]) -> int:
@@ -261,15 +275,22 @@ def vllm_command(
 ) -> list[str]:
     """`vllm serve` for one server (as `python -m <server module>`, see SERVER_MODULE)."""
     command = [
-        str(python), "-m", SERVER_MODULE,
-        "--model", server.model,
-        "--served-model-name", server.served_model_name,
-        "--tokenizer", server.tokenizer,
-        "--dtype", dtype,
-        "--host", host,
-        "--port", str(port),
-        "--disable-log-requests",  # prompts stay out of the logs (the gateway logs hashes)
-    ]  # fmt: skip
+        str(python),
+        "-m",
+        SERVER_MODULE,
+        "--model",
+        server.model,
+        "--served-model-name",
+        server.served_model_name,
+        "--tokenizer",
+        server.tokenizer,
+        "--dtype",
+        dtype,
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]  # fmt: skip  (vLLM logs no prompts by default: the gateway logs hashes)
     if server.loras:
         command += ["--enable-lora", "--lora-modules"]
         command += [f"{name}={path}" for name, path in server.loras]

@@ -155,6 +155,37 @@ def test_safety_refuses_prompts_filters_outputs_and_counts_rules(tmp_path, backe
         server.stop()
 
 
+def test_a_flagged_finding_in_a_stream_is_counted_once(tmp_path, backends, versions):
+    """Streamed outputs are screened piece by piece over a window: each finding is counted
+    when its last character arrives, never again with every later token."""
+    body = {**BODY, "max_tokens": 24}
+    text = httpx.post(backends[versions[0]] + "/v1/completions", json=body, timeout=60).json()
+    word = re.findall(r"[a-z]+", text["choices"][0]["text"])[0]
+    rule = Rule("test_word", "harmful_content", frozenset({"output"}),
+                re.compile(rf"\b{word}\b"), "a word this model says")  # fmt: skip
+    policy = SafetyPolicy(rules=(*RULES, rule), block=frozenset())  # flag, never block
+    server = start_gateway(
+        tmp_path, backends, RouteState(VARIANT, stable=versions[0]), safety=policy
+    )
+    try:
+        streamed = httpx.post(
+            server.url + "/v1/completions", json={**body, "stream": True}, timeout=60
+        ).text
+        events = [json.loads(line[6:]) for line in streamed.splitlines()
+                  if line.startswith("data: {")]  # fmt: skip
+        events = [e for e in events if e.get("choices")]
+        output = "".join(e["choices"][0]["text"] for e in events)
+        assert len(events) > 2 and events[-1]["choices"][0]["finish_reason"] != "content_filter"
+        occurrences = len(re.findall(rf"\b{word}\b", output))
+        assert occurrences >= 1
+        assert counter(
+            server.url, "llama_gateway_safety_violations_total",
+            rule="test_word", direction="output", action="flagged",
+        ) == occurrences  # fmt: skip
+    finally:
+        server.stop()
+
+
 def test_logs_carry_hashes_never_the_prompt(gateway, caplog):
     secret = "my-very-private-prompt"
     with caplog.at_level(logging.INFO, logger="llama"):

