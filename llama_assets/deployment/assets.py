@@ -63,14 +63,25 @@ def latest_version(storage: LocalDataRoot, variant: str) -> str:
     return json.loads(path.read_text())["version"]
 
 
+def figures_text(figures: dict) -> str:
+    return ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()
+    )
+
+
+def check_verdict(check: dict) -> str:
+    """A check's description, and on a failure its figures: what the UI and `run` show."""
+    if check["passed"]:
+        return check["description"]
+    return f"{check['name']} failed: {check['description']} ({figures_text(check['figures'])})"
+
+
 def failed_reasons(gate: dict) -> list[str]:
     """Each failed blocking check of a report's gate with its figures (the why)."""
     checks = {c["name"]: c for c in gate.get("checks", [])}
     reasons = []
     for name in gate.get("failed", []):
-        figures = checks.get(name, {}).get("figures", {})
-        shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                          for k, v in figures.items())  # fmt: skip
+        shown = figures_text(checks.get(name, {}).get("figures", {}))
         reasons.append(f"{name} ({shown})" if shown else name)
     return reasons
 
@@ -202,7 +213,7 @@ def eval_report(
             severity=dg.AssetCheckSeverity.ERROR
             if check["blocking"]
             else dg.AssetCheckSeverity.WARN,
-            description=check["description"],
+            description=check_verdict(check),
             metadata={
                 k: v if isinstance(v, int | float | str | bool) else str(v)
                 for k, v in check["figures"].items()

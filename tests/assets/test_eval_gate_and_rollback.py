@@ -228,8 +228,12 @@ def test_gate_promotion_history_and_automatic_rollback(layout, instance, resourc
     assert again.run_config["ops"]["eval_report"]["config"]["version"] == v2
     failed = run_requested(instance, resources, again)
     assert not failed.success  # its blocking checks failed
-    verdicts = {e.check_name: e.passed for e in failed.get_asset_check_evaluations()}
-    assert not verdicts["improves_on_base"] and not verdicts["champion_bits_per_byte"]
+    verdicts = {e.check_name: e for e in failed.get_asset_check_evaluations()}
+    assert not verdicts["improves_on_base"].passed
+    assert not verdicts["champion_bits_per_byte"].passed
+    # Which check failed and why, with its figures, in the UI.
+    why = verdicts["improves_on_base"].description
+    assert why.startswith("improves_on_base failed: ") and "finetuned_bits_per_byte=" in why
 
     # The watch keeps the diagnostics, raises the alert, and requests the rollback of
     # alias and serving together; the next tick does not act on it twice.
