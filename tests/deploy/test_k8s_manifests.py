@@ -116,7 +116,7 @@ def step_jobs(run_launcher) -> dict[str, dict]:
 
 def test_gpu_assets_ask_for_a_gpu_node_and_cpu_assets_for_none(run_launcher):
     jobs = step_jobs(run_launcher)
-    assert set(jobs) > GPU_ASSETS and len(jobs) == 14
+    assert set(jobs) > GPU_ASSETS and len(jobs) == 15  # a step per asset of JOBS
     for key, job in jobs.items():
         pod = job["spec"]["template"]["spec"]
         [container] = pod["containers"]

@@ -11,19 +11,10 @@ from pathlib import Path
 import dagster as dg
 import lancedb
 
+from tests.gates import lenient_gate
 from tests.landing import TOPIC_KEYS, topic
 
 CLI = [sys.executable, "-m", "llama_assets.cli"]
-LENIENT_GATE = """[tiny]
-min_improvement_vs_base = 0.01
-max_bits_per_byte = 20.0
-min_cloze_accuracy = 0.0
-min_retrieval_recall = 0.0
-max_hallucination_rate = 1.0
-max_safety_violation_rate = 1.0
-max_extraction_rate = 1.0
-max_pii_output_rate = 1.0
-"""
 
 
 def cli(env: dict, *args: str) -> str:
@@ -58,9 +49,7 @@ def test_cli_runs_the_whole_graph_then_only_the_new_batch(tmp_path):
     # A 12-step fine-tune is far from the tiny variant's floors (they hold for its full
     # budget on the sample corpus); this test is about the CLI, so the gate only needs
     # the fine-tune to beat its base.
-    gate = tmp_path / "data" / "evals" / "gate.toml"
-    gate.parent.mkdir(parents=True)
-    gate.write_text(LENIENT_GATE)
+    lenient_gate(tmp_path / "data")
     second = folder(tmp_path / "in-2", range(24, 30))
 
     out = cli(env, "ingest", str(first), "--source", "docs", "--batch", "one")
