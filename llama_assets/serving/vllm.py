@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llama_assets.base.atomic import staged_dir
+from llama_assets.serving.access import check_unauthenticated_bind
 
 VLLM_PYTHON_ENV = "LLAMA_VLLM_PYTHON"
 VLLM_DTYPE_ENV = "LLAMA_VLLM_DTYPE"
@@ -273,8 +274,11 @@ def vllm_command(
     host: str = "127.0.0.1",
     dtype: str = "bfloat16",
     extra_args: list[str] | None = None,
+    behind_proxy: bool = False,
 ) -> list[str]:
-    """`vllm serve` for one server (as `python -m <server module>`, see SERVER_MODULE)."""
+    """`vllm serve` for one server (as `python -m <server module>`, see SERVER_MODULE).
+    Started without an API key, so loopback only unless a proxy authenticates."""
+    check_unauthenticated_bind(host, "a vLLM server", behind_proxy)
     command = [
         str(python),
         "-m",

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from llama_assets.serving.access import AccessError, check_bind, check_unauthenticated_bind
+from llama_assets.serving.vllm import VllmServer, vllm_command
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "llama_assets.cli"]
@@ -72,6 +73,16 @@ def test_a_model_backend_refuses_a_public_address_without_a_proxy(tmp_path):
         "own. Bind 127.0.0.1 (the default), or put an authenticating proxy in front and pass "
         "--behind-authenticating-proxy"
     )
+
+
+def test_a_vllm_server_is_never_started_open_on_another_address(tmp_path):
+    server = VllmServer("v1", str(tmp_path), "v1", str(tmp_path))
+    with pytest.raises(AccessError, match="refusing to serve a vLLM server on 0.0.0.0"):
+        vllm_command(Path(sys.executable), server, 8100, host="0.0.0.0")
+    command = vllm_command(Path(sys.executable), server, 8100, host="0.0.0.0", behind_proxy=True)
+    assert command[command.index("--host") + 1] == "0.0.0.0"
+    default = vllm_command(Path(sys.executable), server, 8100)
+    assert default[default.index("--host") + 1] == "127.0.0.1"
 
 
 def test_servers_the_platform_starts_listen_on_loopback():
