@@ -213,13 +213,13 @@ class Runner:
         ]
 
     # doing it ---------------------------------------------------------------
-    def wait_for_other_runs(self, partition: str | None) -> None:
+    def wait_for_other_runs(self, partition: str | None) -> bool:
         """Wait while a run this process did not start (one the daemon's sensors
         launched, a backfill from the UI) materialises `partition`, and say so:
         the same partition written twice at once is wasted work at best. A run
-        whose process died is reaped, never waited for."""
+        whose process died is reaped, never waited for. True when it waited."""
         if partition is None:
-            return
+            return False
         said: set[str] = set()
         while True:
             self.reap()
@@ -227,7 +227,7 @@ class Runner:
                 filters=dg.RunsFilter(statuses=ACTIVE, tags={PARTITION_NAME_TAG: partition})
             )
             if not active:
-                return
+                return bool(said)
             for other in active:
                 if other.run_id not in said:
                     said.add(other.run_id)
@@ -303,6 +303,8 @@ class Runner:
             if not pending:
                 return outcome
             run = pending[0]
+            if self.wait_for_other_runs(run.partition):
+                continue  # plan again: what that run materialised is no longer pending
             attempted.add((run.job_name, run.partition))
             self.echo(run.title)
             config = None
