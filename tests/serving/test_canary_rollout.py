@@ -79,9 +79,10 @@ def tick(instance, layout) -> list[dg.RunRequest]:
         return list(canary_sensor.evaluate_tick(context).run_requests or [])
 
 
-def load(url: str, requests: int, offset: int):
+def load(url: str, requests: int, offset: int, max_tokens: int = BODY["max_tokens"]):
+    body = {**BODY, "max_tokens": max_tokens}
     return asyncio.run(
-        run_load(url, requests, 8, 120.0, lambda i: {**BODY, "user": f"user-{offset + i}"})
+        run_load(url, requests, 8, 120.0, lambda i: {**body, "user": f"user-{offset + i}"})
     )
 
 
@@ -195,7 +196,9 @@ def test_blue_green_switch_and_switch_back_under_load_lose_no_request(
         outcome: dict = {}
 
         def background() -> None:
-            outcome["result"] = load(gateway.url, 240, 0)
+            # Longer answers: the load must outlast two Dagster runs (switch, switch back);
+            # with 2 tokens it could finish before the first switch had landed.
+            outcome["result"] = load(gateway.url, 240, 0, max_tokens=16)
 
         sender = threading.Thread(target=background)
         sender.start()

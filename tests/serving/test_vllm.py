@@ -216,3 +216,46 @@ def test_gateway_routes_each_version_by_its_lora_name(tmp_path):
     finally:
         gateway.stop()
         upstream.stop()
+
+
+def test_launcher_exports_plans_and_restarts_servers_with_back_off(checkpoints):
+    """VllmLauncher with an interpreter that exits at once (/bin/false stands in for a
+    vLLM that fails at start): both versions are exported, one server each (a LoRA on
+    the base, a merged model), Prometheus targets name their versions, and a server
+    that exited is started again only after its back-off."""
+    import asyncio
+
+    from llama_assets.serving.supervisor import VllmLauncher
+
+    layout = DataLayout(checkpoints["plain"].parents[2])
+    plain, full = checkpoints["plain"].name, checkpoints["full"].name
+    launcher = VllmLauncher(layout, "tiny", Path("/bin/false"), drain_s=0.0)
+
+    async def scenario():
+        urls = await launcher.ensure([plain, full])
+        assert set(urls) == {plain, full} and urls[plain] != urls[full]
+        described = launcher.describe()
+        assert described[plain]["server"] == "base" and described[full]["server"] == full
+        targets = json.loads(layout.prometheus_targets("tiny").read_text())
+        assert sorted(t["labels"]["version"] for t in targets) == sorted([plain, full])
+        for backend in launcher.processes.values():
+            backend.process.wait(10)  # /bin/false exits at once
+        pids = {s.key: b.process.pid for s, b in launcher.processes.items()}
+        await launcher.ensure([plain, full])  # within the back-off: not started again
+        assert {s.key: b.process.pid for s, b in launcher.processes.items()} == pids
+        for backend in launcher.processes.values():
+            backend.started -= 10.0  # the first back-off (5 s) has passed
+        await launcher.ensure([plain, full])
+        assert launcher.restarts == {"base": 1, full: 1}
+        assert all(b.process.pid != pids[s.key] for s, b in launcher.processes.items())
+        # The plain version leaves the route: its server drains, then stops.
+        await launcher.ensure([full])
+        await launcher.ensure([full])
+        assert [s.key for s in launcher.processes] == [full]
+        await launcher.close()
+
+    asyncio.run(scenario())
+    exported = layout.serving("tiny") / "vllm"
+    assert (exported / plain / "adapter" / "adapter_model.safetensors").is_file()
+    assert (exported / full / "merged" / "config.json").is_file()
+    assert (exported / "server-base.log").is_file()
