@@ -96,7 +96,16 @@ def test_suite_reports_every_mode_and_set():
         "fts": [{"chunk_id": "c9", "doc_id": "d9"}],
         "hybrid": [{"chunk_id": "c3", "doc_id": "d1"}],
     }
-    figures = retrieval(sets, lambda texts, n, mode: [by_mode[mode]] * len(texts), k=5)
+    calls = []
+
+    def search(texts, n, mode):
+        calls.append((mode, sorted(texts)))
+        return [by_mode[mode]] * len(texts)
+
+    figures = retrieval(sets, search, k=5)
+    # Each query is searched once per mode, however many sets it is reported in.
+    everything = sorted(q.query for qs in sets.values() for q in qs)
+    assert calls == [(mode, everything) for mode in ("vector", "fts", "hybrid")]
     assert figures["primary_mode"] == "hybrid" and figures["queries"] == 2
     assert figures["modes"]["vector"]["all"]["recall@5"] == 1.0
     assert figures["modes"]["fts"]["all"]["recall@5"] == 0.0
