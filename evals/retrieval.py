@@ -32,6 +32,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llama_assets.base.store import Location, as_location
+
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 MIN_QUERY_WORDS = 6
 MAX_QUERY_WORDS = 30
@@ -62,12 +64,13 @@ class GoldenSet:
     errors: list[str] = field(default_factory=list)
 
 
-def read_golden_set(path: Path) -> GoldenSet:
+def read_golden_set(path: Location | Path) -> GoldenSet:
     """Parse a golden-set jsonl file; bad lines are collected in ``errors``."""
     result = GoldenSet()
-    if not Path(path).exists():
+    path = as_location(path)
+    if not path.is_file():
         return result
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+    for n, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue
         try:

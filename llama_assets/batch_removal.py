@@ -12,14 +12,13 @@ documents of later batches dropped as its duplicates) is said, with what to do.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import dagster as dg
 
 from llama_assets.base.layout import DataLayout, split_batch_key
-from llama_assets.base.shards import read_manifest
+from llama_assets.base.shards import scan_shards
+from llama_assets.base.store import Location, read_tree_file
 from llama_assets.curate.dedup_index import DedupIndex
 from llama_assets.partitions import BATCHES
 from llama_assets.retrieval.index import (
@@ -42,7 +41,7 @@ class BatchRemoval:
     """Whether the batch is a partition of the instance."""
     index_rows: int
     """Rows of the batch in the ``chunks`` table."""
-    paths: list[Path] = field(default_factory=list)
+    paths: list[Location] = field(default_factory=list)
     """Existing files and folders of the batch (landing folder and derived files)."""
     dedup_entries: int = 0
     """Documents of the batch in the dedup index."""
@@ -101,7 +100,7 @@ class BatchRemoval:
         return lines + [f"  {path}" for path in self.paths]
 
 
-def batch_paths(layout: DataLayout, key: str) -> list[Path]:
+def batch_paths(layout: DataLayout, key: str) -> list[Location]:
     """Every place a batch's files can be, existing or not."""
     source, batch = split_batch_key(key)
     return [
@@ -112,7 +111,7 @@ def batch_paths(layout: DataLayout, key: str) -> list[Path]:
         layout.embedding_summary(key),
         layout.embedding_drift(key),
         layout.review_queue(key),
-        *sorted((layout.root / "staging").glob(f"*/{source}/{batch}")),
+        *(stage / source / batch for stage in (layout.root / "staging").subdirs()),
     ]
 
 
@@ -137,10 +136,11 @@ def champions_trained_on(layout: DataLayout, key: str) -> list[str]:
     """``<variant>/<version>`` of each champion whose training snapshot held `key`
     (or whose snapshot is not known any more: it may have)."""
     found = []
-    for aliases in sorted((layout.root / "models").glob("*/aliases.json")):
+    for variant in (layout.root / "models").subdirs():
+        aliases = variant / "aliases.json"
         try:
             champion = json.loads(aliases.read_text()).get("champion")
-            state = json.loads((aliases.parent / str(champion) / "trainer_state.json").read_text())
+            state = json.loads(read_tree_file(variant / str(champion), "trainer_state.json"))
         except (OSError, ValueError):
             continue
         batches = snapshot_batches(layout, state.get("data_version"))
@@ -160,19 +160,15 @@ def later_duplicates(layout: DataLayout, key: str, later: list[str]) -> dict[str
         path = layout.quarantine(other) / "clean_shards.jsonl"
         if not path.is_file():
             continue
-        with open(path, encoding="utf-8") as fh:
-            hits = sum(1 for line in fh if line.strip() and _duplicate_of(json.loads(line)) in ids)
+        lines = path.read_text().splitlines()
+        hits = sum(1 for line in lines if line.strip() and _duplicate_of(json.loads(line)) in ids)
         if hits:
             found[other] = hits
     return found
 
 
-def _shard_doc_ids(shard_dir: Path) -> list[str]:
-    import polars as pl
-
-    manifest = read_manifest(shard_dir)
-    files = [str(shard_dir / s["file"]) for s in manifest["shards"]]
-    return pl.scan_parquet(files).select("doc_id").collect()["doc_id"].to_list()
+def _shard_doc_ids(shard_dir: Location) -> list[str]:
+    return scan_shards(shard_dir, verify=False).select("doc_id").collect()["doc_id"].to_list()
 
 
 def _duplicate_of(reject: dict) -> str | None:
@@ -182,17 +178,27 @@ def _duplicate_of(reject: dict) -> str | None:
     return parts[1] if len(parts) >= 2 else None
 
 
-def plan_removal(instance: dg.DagsterInstance, layout: DataLayout, db, key: str) -> BatchRemoval:
+def plan_removal(
+    instance: dg.DagsterInstance,
+    layout: DataLayout,
+    db,
+    key: str,
+    dedup: DedupIndex | None = None,
+) -> BatchRemoval:
     """What removing batch `key` would change (changes nothing). `db` is the
-    LanceDB connection that holds the ``chunks`` table."""
+    LanceDB connection that holds the ``chunks`` table, `dedup` the dedup index
+    (the data root's, `DataRoot.dedup_index`; by default the local SQLite file
+    when there is one)."""
     source, batch = split_batch_key(key)
     rows = 0
     if TABLE_NAME in db.table_names():
         rows = db.open_table(TABLE_NAME).count_rows(filter=batch_filter(source, batch))
     registered = list(instance.get_dynamic_partitions(BATCHES))
     entries = 0
-    if layout.dedup_index.exists():
-        entries = DedupIndex(layout.dedup_index).batch_counts().get(key, 0)
+    if dedup is None and layout.dedup_index.is_file():
+        dedup = DedupIndex(layout.dedup_index.local)
+    if dedup is not None:
+        entries = dedup.batch_counts().get(key, 0)
     snapshot = snapshot_batches(layout) or set()
     later = registered[registered.index(key) + 1 :] if key in registered else []
     return BatchRemoval(
@@ -232,12 +238,9 @@ def apply_removal(
         maintain_indexes(table)
     if removal.dedup_entries:
         # A corrupt index fails here; clean_shards sets it aside and rebuilds it.
-        DedupIndex(layout.dedup_index).forget_batch(removal.key)
+        resources["storage"].dedup_index(instance).forget_batch(removal.key)
     for path in removal.paths:
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+        path.remove()
     if removal.in_snapshot:
         rebuild_snapshot(instance, layout, resources)
     if removal.registered:
@@ -256,7 +259,7 @@ def rebuild_snapshot(instance: dg.DagsterInstance, layout: DataLayout, resources
         if (layout.shards(k) / "manifest.json").is_file()
     ]
     if not left:
-        shutil.rmtree(layout.training_dataset, ignore_errors=True)
+        layout.training_dataset.rmtree()
         return
     result = dg.materialize(
         [training_dataset], instance=instance, resources=resources, raise_on_error=False

@@ -21,6 +21,7 @@ import click
 
 # The embedded default must be in place before Dagster reads its environment.
 from llama_assets.base.settings import PROJECT_ROOT, SAMPLE_DATA, dagster_home, data_root
+from llama_assets.base.store import StorageUnavailable
 
 SAMPLE_SOURCE = "python-docs"
 DEFAULT_VARIANTS = ("tiny",)
@@ -118,8 +119,9 @@ def cli() -> None:
 def ingest(path: Path, source: str, batch: str | None) -> None:
     from llama_assets.ingest.landing import add_to_landing
 
-    key = add_to_landing(path, data_root() / "landing", source, batch)
-    click.echo(f"added batch {key} to {data_root() / 'landing' / key}")
+    landing = _resources()["storage"].layout.landing
+    key = add_to_landing(path, landing, source, batch)
+    click.echo(f"added batch {key} to {landing / key}")
     click.echo("run `llama-platform run` to process it (or let the landing-zone sensor do it)")
 
 
@@ -172,7 +174,7 @@ def demo(variants, max_steps, max_tokens) -> None:
     from llama_assets.ingest.landing import add_to_landing
 
     variants = variants or DEFAULT_VARIANTS
-    landing = data_root() / "landing"
+    landing = _resources()["storage"].layout.landing
     for part in sorted(p.name for p in SAMPLE_DATA.iterdir() if p.is_dir()):
         if not (landing / SAMPLE_SOURCE / part).exists():
             key = add_to_landing(SAMPLE_DATA / part, landing, SAMPLE_SOURCE, part)
@@ -255,11 +257,14 @@ def rollback(variant: str, reason: str) -> None:
     click.echo(f"{variant}: champion is now {aliases['champion']}")
 
 
-def _chunks_table():
+def _chunks_table(replica: bool = False):
+    """The chunks table; `replica`: for queries, a local copy of its current
+    version when the index is on S3 (the table itself when it is local)."""
     from llama_assets.retrieval.index import TABLE_NAME
 
     resources = _resources()
-    db = resources["vector_store"].connect()
+    store = resources["vector_store"]
+    db = store.read_replica() if replica else store.connect()
     if TABLE_NAME not in db.table_names():
         raise ExpectedStop(
             f"no table {TABLE_NAME!r} in {resources['vector_store'].resolved_uri}: "
@@ -277,10 +282,12 @@ def search(query: str, k: int, mode: str) -> None:
     from llama_assets.retrieval.search import format_hits
     from llama_assets.retrieval.search import search as run_search
 
-    table, resources = _chunks_table()
-    uri = resources["vector_store"].resolved_uri
-    # A missing or cut fragment can read back as fewer hits without an error.
-    problems = verify_checksums(uri, hashes=False) if "://" not in uri else []
+    table, resources = _chunks_table(replica=True)
+    location = resources["vector_store"].location
+    uri = str(location)
+    # A missing or cut fragment can read back as fewer hits without an error
+    # (on S3 the server verified each file's checksum when it was written).
+    problems = verify_checksums(location.local, hashes=False) if location.is_local else []
     try:
         if problems:
             raise RuntimeError("; ".join(problems[:3]))
@@ -311,7 +318,13 @@ def remove_batch(key: str, yes: bool, dry_run: bool) -> None:
     resources = _resources()
     instance = _instance()
     db = resources["vector_store"].connect()
-    removal = plan_removal(instance, resources["storage"].layout, db, key)
+    storage = resources["storage"]
+    # The local SQLite index only when there is one; a shared (Postgres) one always.
+    local_index = storage.layout.dedup_index
+    dedup = (
+        None if local_index.local and not local_index.is_file() else storage.dedup_index(instance)
+    )
+    removal = plan_removal(instance, storage.layout, db, key, dedup)
     if removal.empty:
         raise ExpectedStop(f"no batch {key}")
     if not _confirm([f"remove batch {key}:", *removal.describe()], yes, dry_run):
@@ -599,6 +612,11 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as error:
         error.show()
         return error.exit_code
+    except StorageUnavailable as error:
+        # The object store of an s3:// data root did not answer: its sentence says
+        # which endpoint and what to check.
+        click.echo(f"error: {error}", err=True)
+        return 1
     except (FileNotFoundError, FileExistsError, ValueError) as error:
         click.echo(f"error: {error}", err=True)
         return 2

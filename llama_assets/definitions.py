@@ -11,7 +11,7 @@ from llama_assets.executors import executor_from_env
 from llama_assets.jobs import ALL_ASSETS, batch_job, dataset_job, model_job, rollout_job
 from resources.device import DeviceResource
 from resources.embedder import EmbedderResource
-from resources.storage import LocalDataRoot
+from resources.storage import DataRoot
 from resources.vector_store import LanceDBResource
 from sensors.canary import canary_sensor
 from sensors.dead_runs import dead_run_sensor
@@ -25,10 +25,11 @@ from sensors.shard_repair import corrupt_snapshot_repair_sensor, corrupt_table_r
 
 
 def local_resources() -> dict:
+    # LLAMA_DATA_ROOT: a local folder or s3://bucket/prefix; the same resources serve both.
     root = data_root()
     return {
-        "storage": LocalDataRoot(root=str(root)),
-        "vector_store": LanceDBResource(uri=str(root / "lancedb")),
+        "storage": DataRoot(root=root),
+        "vector_store": LanceDBResource(uri=f"{root}/lancedb"),
         "embedder": EmbedderResource(model_path=os.environ.get("LLAMA_EMBEDDER_PATH", "")),
         "device": DeviceResource(),
     }

@@ -65,7 +65,7 @@ def platform_status(instance: dg.DagsterInstance, layout: DataLayout) -> Platfor
     for variant in VARIANTS:
         champion = read_aliases(layout.aliases(variant))["champion"]
         report = None
-        if champion and (layout.reports(variant, champion) / "report.json").exists():
+        if champion and (layout.reports(variant, champion) / "report.json").is_file():
             report = json.loads((layout.reports(variant, champion) / "report.json").read_text())
         variants.append(
             state(VariantState, variant, VARIANT_ASSETS, champion=champion, report=report)
@@ -106,13 +106,16 @@ def demo_summary(layout: DataLayout, dagster_home: Path, variants) -> DemoSummar
         ("eval reports", layout.root / "reports"),
         ("Dagster instance", dagster_home),
     ]
+    quarantine = layout.root / "quarantine"
     quarantined = sum(
-        sum(1 for _ in path.open()) for path in (layout.root / "quarantine").rglob("*.jsonl")
+        (quarantine / obj.key).read_bytes().count(b"\n")
+        for obj in quarantine.files()
+        if obj.key.endswith(".jsonl")
     )
     reports = []
     for variant in variants:
         latest = layout.models(variant) / "latest.json"
-        if not latest.exists():
+        if not latest.is_file():
             continue
         version = json.loads(latest.read_text())["version"]
         path = layout.reports(variant, version)

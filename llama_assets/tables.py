@@ -1,4 +1,4 @@
-"""Per-batch tables on disk: checksummed shard sets, and their metadata for the UI.
+"""Per-batch tables under the data root: checksummed shard sets, and their metadata for the UI.
 
 Every intermediate table is written with the same shard writer as the clean
 shards, so each one has a manifest with row counts and sha256s and a reader
@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
 import dagster as dg
@@ -21,10 +21,12 @@ from llama_assets.base.parallel import map_parts
 from llama_assets.base.shards import (
     CorruptShardError,
     apply_to_shard,
+    has_manifest,
     scan_shards,
     shard_list,
     write_shards,
 )
+from llama_assets.base.store import Location, as_location
 
 R = TypeVar("R")
 
@@ -41,7 +43,7 @@ class Table:
     rebuild without any map from paths back to assets.
     """
 
-    path: Path
+    path: Location
     owner: dg.AssetKey | None = None
     partition: str | None = None
 
@@ -54,8 +56,8 @@ def staged(
     return Table(layout.staging(name or owner.to_user_string(), partition), owner, partition)
 
 
-def _table(source: Table | Path) -> Table:
-    return source if isinstance(source, Table) else Table(Path(source))
+def _table(source: Table | Location | Path) -> Table:
+    return source if isinstance(source, Table) else Table(as_location(source))
 
 
 def corrupt_table_failure(error: CorruptShardError, table: Table) -> dg.Failure:
@@ -85,21 +87,21 @@ def corrupt_table_failure(error: CorruptShardError, table: Table) -> dg.Failure:
     )
 
 
-def write_table(df: pl.DataFrame, out: Table | Path) -> dict:
+def write_table(df: pl.DataFrame, out: Table | Location | Path) -> dict:
     return write_shards(df, _table(out).path)
 
 
 def _check_present(table: Table) -> None:
     """A table never written is a missing upstream; a folder without its manifest
     is a damaged table (its owner rebuilds it), not one to retry reading."""
-    if (table.path / "manifest.json").exists():
+    if has_manifest(table.path):
         return
-    if table.path.is_dir() and any(table.path.glob("part-*.parquet")):
+    if any(PurePosixPath(obj.key).name.startswith("part-") for obj in table.path.files()):
         raise corrupt_table_failure(CorruptShardError(table.path, ["manifest.json missing"]), table)
     raise dg.Failure(f"{table.path} has no manifest.json: materialise the upstream partition first")
 
 
-def read_table(source: Table | Path, columns: list[str] | None = None) -> pl.DataFrame:
+def read_table(source: Table | Location | Path, columns: list[str] | None = None) -> pl.DataFrame:
     table = _table(source)
     _check_present(table)
     try:
@@ -109,13 +111,15 @@ def read_table(source: Table | Path, columns: list[str] | None = None) -> pl.Dat
     return (frame.select(columns) if columns else frame).collect()
 
 
-def iter_table(source: Table | Path, columns: list[str] | None = None) -> Iterator[pl.DataFrame]:
+def iter_table(
+    source: Table | Location | Path, columns: list[str] | None = None
+) -> Iterator[pl.DataFrame]:
     """A table part by part (bounded memory), each part checksummed before it is read."""
     return map_table(source, _identity, columns=columns, workers=1)
 
 
 def map_table(
-    source: Table | Path,
+    source: Table | Location | Path,
     fn: Callable[..., R],
     *args: object,
     columns: list[str] | None = None,
@@ -145,7 +149,7 @@ def manifest_digest(manifest: dict) -> str:
     return hashlib.sha256(joined.encode()).hexdigest()
 
 
-def table_metadata(manifest: dict, out_dir: Path) -> dict:
+def table_metadata(manifest: dict, out_dir: Location | Path) -> dict:
     return {
         "rows": dg.MetadataValue.int(manifest["rows"]),
         "bytes": dg.MetadataValue.int(manifest["bytes"]),

@@ -4,9 +4,11 @@ Starts SeaweedFS (an S3 server that enforces credentials, conditional writes
 and checksums) on 127.0.0.1, points a Dagster instance configured by
 deploy/prod/dagster.yaml at the machine's Postgres, starts a gRPC code server
 for the code location, dagster-daemon and dagster-webserver on 127.0.0.1,
-lands the sample corpus in the landing zone and lets the daemon's sensors run
-the graph. It prints where everything is and, on Ctrl-C, stops every process
-it started, by PID (each in its own process group, so run workers go too).
+lands the sample corpus in the landing zone of an S3 data root
+(``s3://llama/data`` on that SeaweedFS; the dedup index in the instance's
+Postgres) and lets the daemon's sensors run the graph. It prints where
+everything is and, on Ctrl-C, stops every process it started, by PID (each in
+its own process group, so run workers go too).
 
 State lives in `.prod_local/` (git-ignored) and the database `llama_prod_local`,
 so a second start resumes; `--fresh` starts over. The tests drive the same
@@ -162,8 +164,22 @@ class Topology:
 
     @property
     def data_root(self) -> str:
-        # A local data root until the S3 storage layer lands on main.
-        return str(self.workdir / "data")
+        """The data root on the SeaweedFS this topology starts: run workers share
+        no disk, as pods would not."""
+        return f"s3://{DATA_BUCKET}/data"
+
+    @property
+    def layout(self):
+        """The data root's layout, reached through the topology's S3 server."""
+        from llama_assets.base.layout import DataLayout
+        from llama_assets.base.store import open_root
+
+        return DataLayout(open_root(self.data_root, client_factory=self.s3_client))
+
+    def s3_client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.s3_endpoint, **self.boto_credentials())
 
     @property
     def workspace(self) -> Path:
@@ -188,6 +204,8 @@ class Topology:
                 "AWS_DEFAULT_REGION": "us-east-1",
                 "AWS_ENDPOINT_URL": self.s3_endpoint,
                 "LLAMA_DATA_ROOT": self.data_root,
+                # Local copies (the chunks table's read replica, fetched checkpoints).
+                "LLAMA_CACHE_DIR": str(self.workdir / "cache"),
                 # One machine: steps run inside their run's process (llama_assets/executors.py).
                 "LLAMA_EXECUTOR": os.environ.get("LLAMA_EXECUTOR", "in_process"),
                 "HF_HUB_OFFLINE": "1",
@@ -361,8 +379,8 @@ class Topology:
         from llama_assets.base.settings import SAMPLE_DATA
         from llama_assets.ingest.landing import add_to_landing
 
-        landing = Path(self.data_root) / "landing"
-        if (landing / SAMPLE_SOURCE).exists():
+        landing = self.layout.landing
+        if (landing / SAMPLE_SOURCE).is_dir():
             return []  # landed by an earlier start
         parts = sorted(p for p in SAMPLE_DATA.iterdir() if p.is_dir())
         return [add_to_landing(part, landing, SAMPLE_SOURCE, part.name) for part in parts]
@@ -419,7 +437,8 @@ class Topology:
                 f"code server       grpc 127.0.0.1:{self.grpc_port} (workspace {self.workspace})",
                 f"S3 (SeaweedFS)    {self.s3_endpoint}  buckets {COMPUTE_LOG_BUCKET} "
                 f"(compute logs), {DATA_BUCKET}; credentials in {self.workdir}/s3_credentials.json",
-                f"data root         {self.data_root}",
+                f"data root         {self.data_root} (on SeaweedFS; dedup index in the "
+                "instance's Postgres)",
                 f"logs              {self.workdir}/logs/",
                 f"processes         {pids}",
             ]

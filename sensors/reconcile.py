@@ -89,7 +89,8 @@ def landing_reconciliation(context: dg.ScheduleEvaluationContext, storage: Local
         grace_seconds=settings.max_wait_seconds + settings.window_seconds + 60,
     )
     busy = partitions_in_flight(instance)
-    collected = collect_stale_temps(layout.root)
+    # Temporary copies exist on a local root only (S3 writes are single PUTs).
+    collected = collect_stale_temps(layout.root.local) if layout.root.local else []
     for path in collected:
         context.log.info(f"removed {path}: a temporary copy left by a killed write")
     to_repair = [g for g in gaps if g.repair and g.key not in busy]

@@ -38,3 +38,66 @@ def instance(tmp_path: Path):
     home.mkdir()
     with dg.instance_for_test(temp_dir=str(home)) as inst:
         yield inst
+
+
+# --- a real S3-compatible server (SeaweedFS) on loopback, for the S3 tests -----------------
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """One ``weed mini`` for the session (ready in about 2 s), stopped by PID."""
+    from tests.s3_server import SeaweedServer
+
+    server = SeaweedServer().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch, tmp_path):
+    """The AWS_* variables of the test server, and a cache folder of this test's own."""
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+    monkeypatch.setenv("LLAMA_CACHE_DIR", str(tmp_path / "cache"))
+    return s3_server
+
+
+@pytest.fixture
+def s3_uri(s3_env) -> str:
+    """A fresh ``s3://`` data root (a prefix of its own in the test bucket)."""
+    import uuid
+
+    from tests.s3_server import BUCKET
+
+    return f"s3://{BUCKET}/t-{uuid.uuid4().hex[:12]}"
+
+
+# --- PostgreSQL (the machine's server, 127.0.0.1:5432): a database of this session's own ---
+
+
+@pytest.fixture(scope="session")
+def pg_url():
+    """A fresh database on the local PostgreSQL server, dropped at the end."""
+    import uuid
+
+    import psycopg2
+
+    admin = os.environ.get(
+        "LLAMA_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+    )
+    name = f"llama_test_{uuid.uuid4().hex[:10]}"
+    try:
+        db = psycopg2.connect(admin)
+    except psycopg2.OperationalError as exc:
+        pytest.fail(
+            f"PostgreSQL is not reachable at {admin} ({exc}); "
+            "start it or set LLAMA_TEST_PG_ADMIN_URL"
+        )
+    db.autocommit = True
+    with db.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {name}")
+    yield admin.rsplit("/", 1)[0] + f"/{name}"
+    with db.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    db.close()

@@ -31,12 +31,11 @@ def land(layout: DataLayout, key: str, files: dict[str, str | bytes]) -> Path:
     root = layout.landing_batch(key)
     for rel, content in files.items():
         path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
         if isinstance(content, bytes):
             path.write_bytes(content)
         else:
             path.write_text(content, encoding="utf-8")
-    return root
+    return root.local or root
 
 
 def jsonl(*records: dict | str) -> str:
@@ -45,3 +44,11 @@ def jsonl(*records: dict | str) -> str:
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def part(table, index: int = 0):
+    """The `index`-th part of a shard set (under the version prefix its manifest names)."""
+    from llama_assets.base.shards import read_manifest
+
+    found = table / read_manifest(table)["shards"][index]["file"]
+    return found.local or found

@@ -161,10 +161,20 @@ def fsync_tree(root: Path) -> None:
         fsync_dir(directory)
 
 
+def _is_location(path: Any) -> bool:
+    # A base/store.py Location (local or S3) writes atomically itself.
+    return hasattr(path, "store") and hasattr(path, "key")
+
+
 @contextlib.contextmanager
 def atomic_open(path: Path, mode: str = "wb", **kwargs: Any) -> Iterator[IO]:
     """Open a temporary sibling of ``path`` for writing; rename it over ``path``
-    only if the block completes."""
+    only if the block completes. A Location (local or S3) is written by its
+    store, with the same guarantee."""
+    if _is_location(path):
+        with path.open(mode, **kwargs) as fh:
+            yield fh
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temp_prefix(path.name), suffix=".tmp")
@@ -181,6 +191,9 @@ def atomic_open(path: Path, mode: str = "wb", **kwargs: Any) -> Iterator[IO]:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    if _is_location(path):
+        path.write_bytes(data)
+        return
     with atomic_open(path, "wb") as fh:
         fh.write(data)
 

@@ -16,15 +16,15 @@ SAMPLE_DATA = Path(__file__).resolve().parents[1] / "sample_data"
 LOCAL_INSTANCE_CONFIG = PROJECT_ROOT / "deploy" / "local" / "dagster.yaml"
 
 
-def data_root() -> Path:
-    """``LLAMA_DATA_ROOT``, or ``data/`` inside the checkout (git-ignored)."""
+def data_root() -> str:
+    """``LLAMA_DATA_ROOT``: a local directory (absolute) or ``s3://bucket/prefix``;
+    ``data/`` inside the checkout (git-ignored) when unset. Open it with
+    ``base.store.open_root`` (or the ``storage`` resource, which gives S3 the
+    client of dagster-aws's S3Resource)."""
     value = os.environ.get("LLAMA_DATA_ROOT", "").strip()
     if value.startswith("s3://"):
-        raise NotImplementedError(
-            "LLAMA_DATA_ROOT=s3://… is the production storage path and is not built yet; "
-            "use a local directory for now."
-        )
-    return Path(value).expanduser().resolve() if value else PROJECT_ROOT / "data"
+        return value.rstrip("/")
+    return str(Path(value).expanduser().resolve() if value else PROJECT_ROOT / "data")
 
 
 def dagster_home() -> Path:

@@ -37,6 +37,8 @@ import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+from llama_assets.base.store import Location
+
 DEFAULT_MAX_REJECT_RATE = 0.01
 """Share of a batch's records that layer 1 (schema) may reject before the
 blocking `reject_rate_within_limit` check fails the batch."""
@@ -146,18 +148,18 @@ def _overrides(table: object, where: str) -> dict:
     return out
 
 
-def sources_file(default: Path) -> Path:
+def sources_file(default: Location | Path) -> Location | Path:
     """The file ``LLAMA_SOURCES_FILE`` names, else `default` (``<root>/sources.toml``)."""
     value = os.environ.get(SOURCES_FILE_ENV, "").strip()
-    return Path(value).expanduser() if value else Path(default)
+    return Path(value).expanduser() if value else default
 
 
-def source_policy(source: str, config_file: Path | None) -> SourcePolicy:
+def source_policy(source: str, config_file: Location | Path | None) -> SourcePolicy:
     """The policy of `source` (see the module docstring for the precedence)."""
     data: dict = {}
-    if config_file is not None and Path(config_file).is_file():
+    if config_file is not None and config_file.is_file():
         try:
-            data = tomllib.loads(Path(config_file).read_text(encoding="utf-8"))
+            data = tomllib.loads(config_file.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise SourcesConfigError(f"{config_file}: {exc}") from exc
     sources = data.get("sources", {})

@@ -20,7 +20,7 @@ from llama_assets.curate.clean import (
     fingerprint_part,
     reconcile_index,
 )
-from llama_assets.curate.dedup_index import DedupIndex, set_aside
+from llama_assets.curate.dedup_index import set_aside
 from llama_assets.curate.profile import (
     ProfileAccumulator,
     drift,
@@ -259,7 +259,7 @@ def corpus_profile(
     earlier = [
         json.loads(layout.profile(k).read_text())["profile"]
         for k in keys
-        if layout.profile(k).exists()
+        if layout.profile(k).is_file()
     ]
     result = drift(profile, pool_profiles(earlier), baseline_name)
     report = drift_report(key, result)
@@ -316,7 +316,7 @@ def clean_shards(context: dg.AssetExecutionContext, storage: LocalDataRoot) -> d
     set_aside_to = None
     for attempt in (1, 2):
         try:
-            index = DedupIndex(layout.dedup_index)
+            index = storage.dedup_index(context.instance)
             rebuilt = reconcile_index(
                 index,
                 {k: _clean_rows(layout, k) for k in [*earlier, *later]},
@@ -336,7 +336,7 @@ def clean_shards(context: dg.AssetExecutionContext, storage: LocalDataRoot) -> d
                     f"clean_shards for {key}",
                     allow_retries=False,
                 ) from exc
-            set_aside_to = set_aside(layout.dedup_index)
+            set_aside_to = set_aside(layout.dedup_index.local)
             context.log.warning(
                 f"the dedup index {layout.dedup_index} is corrupt ({exc}): moved aside to "
                 f"{set_aside_to}; rebuilding it from the clean shards of every other batch"
@@ -354,7 +354,7 @@ def clean_shards(context: dg.AssetExecutionContext, storage: LocalDataRoot) -> d
             "candidates_from_index": stats.candidates_from_index,
             "compared_with_batches": len(earlier),
             LATER_DUPLICATES: dg.MetadataValue.json(sorted(stats.later_batches_with_duplicates)),
-            "index_path": dg.MetadataValue.path(str(layout.dedup_index)),
+            "index_path": dg.MetadataValue.path(str(index)),
             "index_rebuilt_batches": dg.MetadataValue.json(rebuilt),
             "index_set_aside": str(set_aside_to) if set_aside_to else "",
             "removed_path": dg.MetadataValue.path(str(quarantine)),

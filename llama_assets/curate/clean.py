@@ -130,11 +130,13 @@ def deduplicate_batch(
 ) -> Iterator[tuple[pl.DataFrame, pl.DataFrame]]:
     """(part, its survivors) for each part of a batch, in order (see the module
     docstring). Parts may come fingerprinted already (`fingerprint_part`)."""
-    index.forget_batch(batch_key)
     order = [*[b for b in earlier_batches if b != batch_key], batch_key]
-    for part in parts:
-        kept = deduplicate_part(part, index, batch_key, order, stats, later_batches)
-        yield (part.docs if isinstance(part, FingerprintedPart) else part), kept
+    # One batch at a time holds the index, whichever worker runs it.
+    with index.exclusive():
+        index.forget_batch(batch_key)
+        for part in parts:
+            kept = deduplicate_part(part, index, batch_key, order, stats, later_batches)
+            yield (part.docs if isinstance(part, FingerprintedPart) else part), kept
 
 
 def later_duplicate_batches(

@@ -11,14 +11,30 @@ Entries are kept by batch: `replace_batch` deletes a batch's entries and
 inserts the new ones in one transaction, so re-materialising a batch replaces
 its own entries, and `lookup` only returns entries of the batches it is told
 are earlier, so a batch never matches its own earlier copy nor later batches.
+
+Two stores hold the same tables behind the same interface (`open_dedup_index`):
+
+- SQLite, one file under a local data root (the embedded default);
+- PostgreSQL (`PostgresDedupIndex`), for an S3 data root, where run workers
+  (pods) share no disk: the instance's Postgres, or ``LLAMA_DEDUP_INDEX_URL``.
+  Chosen over a LanceDB table on S3 because the index's access pattern is
+  many point lookups of band keys through a B-tree plus transactional
+  replace-by-batch, which Postgres does natively, and because a batch must
+  see every batch indexed before it: `exclusive()` takes a lock (an advisory
+  lock that dies with the session; an flock for SQLite) for the whole batch,
+  so two batch runs that race on the index are serialised and neither loses
+  the other's entries or keeps a copy the other already kept.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import sqlite3
-from collections.abc import Iterable, Sequence
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -69,7 +85,7 @@ class PriorDocuments:
 
 
 class DedupIndex:
-    """Handle on the index file; every method opens its own connection."""
+    """Handle on the SQLite index file; every method opens its own connection."""
 
     def __init__(
         self,
@@ -238,6 +254,16 @@ class DedupIndex:
         with closing(self._connect()) as db:
             return dict(db.execute("SELECT batch_key, COUNT(*) FROM docs GROUP BY batch_key"))
 
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the index for one batch from its first lookup to its last insert."""
+        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
 
 def set_aside(path: Path) -> Path:
     """Move an index file SQLite cannot read (and its WAL and shared-memory files)
@@ -252,3 +278,185 @@ def set_aside(path: Path) -> Path:
         if part.exists():
             os.replace(part, Path(f"{aside}{suffix}"))
     return aside
+
+
+_PG_DDL = """
+CREATE TABLE IF NOT EXISTS {s}.meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS {s}.docs (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    doc_id TEXT NOT NULL UNIQUE,
+    batch_key TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    signature BYTEA NOT NULL
+);
+CREATE INDEX IF NOT EXISTS docs_by_batch ON {s}.docs (batch_key);
+CREATE INDEX IF NOT EXISTS docs_by_hash ON {s}.docs (content_hash);
+CREATE TABLE IF NOT EXISTS {s}.bands (
+    key BIGINT NOT NULL,
+    doc BIGINT NOT NULL REFERENCES {s}.docs (id) ON DELETE CASCADE,
+    PRIMARY KEY (key, doc)
+);
+CREATE INDEX IF NOT EXISTS bands_by_doc ON {s}.bands (doc);
+"""
+
+DEFAULT_SCHEMA = "llama_dedup"
+
+
+def postgres_dsn(url: str) -> str:
+    """A libpq URL from a SQLAlchemy-style one (``postgresql+psycopg2://``)."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme.split('+', 1)[0]}{sep}{rest}"
+
+
+class PostgresDedupIndex(DedupIndex):
+    """The same index in PostgreSQL (schema `schema`), shared by every run worker."""
+
+    def __init__(
+        self,
+        url: str,
+        num_perm: int = DEFAULT_NUM_PERM,
+        bands: int = DEFAULT_BANDS,
+        rows: int = DEFAULT_ROWS,
+        schema: str = DEFAULT_SCHEMA,
+    ) -> None:
+        self.url, self.schema = postgres_dsn(url), schema
+        self.path = Path(schema)  # shown in messages and metadata as its name
+        self.num_perm, self.bands, self.rows = num_perm, bands, rows
+        params = f"v{SCHEMA_VERSION}:perm={num_perm}:bands={bands}x{rows}"
+        with self._transaction() as cur:
+            # Serialise concurrent first openings (CREATE ... IF NOT EXISTS races).
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
+            cur.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+            cur.execute(_PG_DDL.format(s=schema))
+            cur.execute(f"SELECT value FROM {schema}.meta WHERE key = 'params'")
+            found = cur.fetchone()
+            if found is not None and found[0] != params:
+                raise ValueError(
+                    f"the dedup index {schema} was built with {found[0]}, not {params}: "
+                    "signatures are incomparable; drop the schema and re-materialise clean_shards"
+                )
+            cur.execute(
+                f"INSERT INTO {schema}.meta VALUES ('params', %s) "
+                "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                (params,),
+            )
+
+    def __str__(self) -> str:
+        return f"postgres schema {self.schema}"
+
+    @property
+    def _lock_key(self) -> int:
+        return zlib.crc32(f"llama-dedup-index:{self.schema}".encode())
+
+    def _connect(self):
+        import psycopg2
+
+        return psycopg2.connect(self.url)
+
+    @contextlib.contextmanager
+    def _transaction(self):
+        db = self._connect()
+        try:
+            with db, db.cursor() as cur:
+                yield cur
+        finally:
+            db.close()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        # A session-level advisory lock on its own connection: released when the
+        # batch is done, or by the server when the worker dies.
+        db = self._connect()
+        db.autocommit = True
+        try:
+            with db.cursor() as cur:
+                cur.execute("SELECT pg_advisory_lock(%s)", (self._lock_key,))
+            yield
+        finally:
+            db.close()
+
+    def replace_batch(
+        self,
+        batch_key: str,
+        doc_ids: Sequence[str],
+        hashes: Sequence[str],
+        signatures: np.ndarray,
+        *,
+        keep_existing: bool = False,
+    ) -> None:
+        signatures = np.ascontiguousarray(signatures, dtype=np.uint32)
+        s = self.schema
+        with self._transaction() as cur:
+            if not keep_existing:
+                cur.execute(f"DELETE FROM {s}.docs WHERE batch_key = %s", (batch_key,))
+            if not len(doc_ids):
+                return
+            # doc_ids are unique across batches: a duplicate raises (IntegrityError).
+            cur.execute(
+                f"INSERT INTO {s}.docs (doc_id, batch_key, content_hash, signature) "
+                "SELECT d, %s, h, g FROM unnest(%s::text[], %s::text[], %s::bytea[]) AS t(d, h, g) "
+                "RETURNING id, doc_id",
+                (batch_key, list(doc_ids), list(hashes), [bytes(x) for x in signatures]),
+            )
+            id_of = dict((doc, i) for i, doc in cur.fetchall())
+            ids = np.asarray([id_of[d] for d in doc_ids], dtype=np.int64)
+            keys = self._keys(signatures).ravel()
+            docs = np.repeat(ids, self.bands)
+            cur.execute(
+                f"INSERT INTO {s}.bands (key, doc) "
+                "SELECT * FROM unnest(%s::bigint[], %s::bigint[]) ON CONFLICT DO NOTHING",
+                (keys.tolist(), docs.tolist()),
+            )
+
+    def lookup(
+        self,
+        hashes: Sequence[str],
+        signatures: np.ndarray,
+        earlier_batches: Iterable[str],
+    ) -> PriorDocuments:
+        earlier = list(dict.fromkeys(earlier_batches))
+        signatures = np.ascontiguousarray(signatures, dtype=np.uint32)
+        empty = PriorDocuments([], [], [], np.zeros((0, self.num_perm), np.uint32))
+        if not earlier or len(hashes) == 0:
+            return empty
+        keys = np.unique(self._keys(signatures)).tolist()
+        s = self.schema
+        with self._transaction() as cur:
+            # COLLATE "C": the byte order SQLite uses, so survivors are the same.
+            cur.execute(
+                f"""
+                SELECT doc_id, batch_key, content_hash, signature FROM {s}.docs
+                WHERE batch_key = ANY(%(batches)s) AND id IN (
+                    SELECT id FROM {s}.docs WHERE content_hash = ANY(%(hashes)s)
+                    UNION
+                    SELECT doc FROM {s}.bands WHERE key = ANY(%(keys)s)
+                )
+                ORDER BY doc_id COLLATE "C"
+                """,
+                {"batches": earlier, "hashes": list(hashes), "keys": keys},
+            )
+            rows = cur.fetchall()
+        if not rows:
+            return empty
+        return PriorDocuments(
+            doc_ids=[r[0] for r in rows],
+            batch_keys=[r[1] for r in rows],
+            hashes=[r[2] for r in rows],
+            signatures=np.frombuffer(b"".join(bytes(r[3]) for r in rows), dtype=np.uint32).reshape(
+                len(rows), -1
+            ),
+        )
+
+    def batch_counts(self) -> dict[str, int]:
+        with self._transaction() as cur:
+            cur.execute(f"SELECT batch_key, COUNT(*) FROM {self.schema}.docs GROUP BY batch_key")
+            return dict(cur.fetchall())
+
+
+def open_dedup_index(target: str | Path, schema: str = DEFAULT_SCHEMA) -> DedupIndex:
+    """The index at `target`: a ``postgresql://`` URL (tables in `schema`), or a
+    local SQLite file."""
+    text = str(target)
+    if text.startswith(("postgresql://", "postgres://", "postgresql+")):
+        return PostgresDedupIndex(text, schema=schema)
+    return DedupIndex(Path(text))

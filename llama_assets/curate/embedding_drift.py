@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from llama_assets.base.atomic import atomic_open
+from llama_assets.base.store import Location
 
 SAMPLE_SIZE = 512
 MMD_THRESHOLD = 0.015
@@ -48,15 +49,15 @@ class EmbeddingSummary:
         vectors = np.asarray(vectors, dtype=np.float32)
         return cls(vectors.sum(axis=0, dtype=np.float64), len(vectors), vectors[order])
 
-    def save(self, path: Path) -> None:
+    def save(self, path: Location | Path) -> None:
         buffer = io.BytesIO()
         np.savez(buffer, vector_sum=self.vector_sum, count=self.count, sample=self.sample)
         with atomic_open(path, "wb") as fh:
             fh.write(buffer.getvalue())
 
     @classmethod
-    def load(cls, path: Path) -> EmbeddingSummary:
-        with np.load(path) as data:
+    def load(cls, path: Location | Path) -> EmbeddingSummary:
+        with np.load(io.BytesIO(path.read_bytes())) as data:
             return cls(data["vector_sum"], int(data["count"]), data["sample"])
 
 

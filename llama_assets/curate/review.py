@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from llama_assets.base.atomic import atomic_open
+from llama_assets.base.store import Location
 from llama_assets.curate.rules import (
     DEFAULT_MARGINS,
     QualityThresholds,
@@ -144,7 +145,7 @@ def apply_review_cap(rows: list[dict], cap: int) -> list[dict]:
     return [{**r, "status": "over_cap"} if r["doc_id"] in over else r for r in rows]
 
 
-def read_decisions(path: Path) -> tuple[dict[str, str], list[str]]:
+def read_decisions(path: Location | Path) -> tuple[dict[str, str], list[str]]:
     """``{doc_id: decision}`` from the decisions CSV (a later row wins), and a
     list of problems with rows that were ignored. A missing file means none."""
     if not path.is_file():
@@ -165,7 +166,7 @@ def read_decisions(path: Path) -> tuple[dict[str, str], list[str]]:
     return decisions, problems
 
 
-def ensure_decisions_file(path: Path) -> None:
+def ensure_decisions_file(path: Location | Path) -> None:
     """Create the decisions CSV with its header, so a person has a file to edit."""
     if not path.exists():
         with atomic_open(path, "w", encoding="utf-8", newline="\n") as fh:

@@ -13,11 +13,12 @@ from evals.report import numeric_metadata, render_markdown
 from evals.suite import EvalSettings
 from llama_assets.base.atomic import atomic_write_json, atomic_write_text
 from llama_assets.deployment.evaluation import TRAIN_DOCUMENTS_SAMPLED, evaluate_version
-from llama_assets.deployment.registry import nominate, promote, read_aliases
+from llama_assets.deployment.registry import candidate_moved, moved, read_aliases, update_aliases
 from llama_assets.partitions import variant_partitions
 from llama_assets.policies import GPU_OP_TAGS, GPU_POOL
 from llama_assets.retrieval.assets import rag_index
 from llama_assets.retrieval.evaluation import retrieval_metadata
+from llama_assets.retrieval.index import open_table
 from llama_assets.tables import read_table
 from llama_assets.training.assets import (
     dataset_split,
@@ -58,7 +59,7 @@ def damaged_checkpoint(checkpoint, variant: str, error: Exception) -> dg.Failure
 
 def latest_version(storage: LocalDataRoot, variant: str) -> str:
     path = storage.layout.models(variant) / "latest.json"
-    if not path.exists():
+    if not path.is_file():
         raise dg.Failure(f"{path} is missing: materialise finetuned_checkpoint[{variant}] first")
     return json.loads(path.read_text())["version"]
 
@@ -190,7 +191,9 @@ def eval_report(
             version,
             dev,
             device.describe(),
-            vector_store.chunks_table(embedder.dimension),
+            # Queries read a local replica of the table's current version (S3 reads
+            # per query are about 10x slower); on a local root it is the table itself.
+            open_table(vector_store.read_replica(), embedder.dimension),
             embedder,
             validation,
             train_texts[:TRAIN_DOCUMENTS_SAMPLED],
@@ -301,27 +304,33 @@ def promoted_model(
         raise dg.Failure(f"{path} is missing: materialise eval_report[{variant}] first")
     challenger = json.loads(path.read_text())
     gate = challenger.get("gate") or {"passed": False, "failed": ["no gate in the report"]}
-    aliases = read_aliases(layout.aliases(variant))
-    champion_version = aliases["champion"]
-    if champion_version == version:
-        action = "already champion"
-    elif aliases.get("candidate") == version:
-        action = "already the release candidate"
-    elif gate["passed"] and champion_version:
-        # serving_deployment rolls it out; the alias moves when the rollout reaches 100%.
-        aliases = nominate(
-            layout.aliases(variant),
-            version,
-            reason=f"passed every blocking check against champion {champion_version}",
-        )
-        action = "release candidate"
-    elif gate["passed"]:
-        aliases = promote(
-            layout.aliases(variant), version, reason="first champion: passed every blocking check"
-        )
-        action = "promoted"
-    else:
-        action = "kept champion"
+    outcome: dict = {}
+
+    def decide(aliases: dict) -> dict | None:
+        # A compare-and-swap: runs again on the fresh aliases if another move wins the race.
+        champion_version = aliases["champion"]
+        if champion_version == version:
+            outcome["action"] = "already champion"
+        elif aliases.get("candidate") == version:
+            outcome["action"] = "already the release candidate"
+        elif gate["passed"] and champion_version:
+            # serving_deployment rolls it out; the alias moves when the rollout reaches 100%.
+            outcome["action"] = "release candidate"
+            return candidate_moved(
+                aliases,
+                version,
+                f"passed every blocking check against champion {champion_version}",
+            )
+        elif gate["passed"]:
+            outcome["action"] = "promoted"
+            return moved(aliases, version, "promote", "first champion: passed every blocking check")
+        else:
+            outcome["action"] = "kept champion"
+        return None
+
+    aliases = update_aliases(layout.aliases(variant), decide)
+    action = outcome["action"]
+    if action == "kept champion":
         context.log.warning(f"{version} did not pass the gate: {'; '.join(failed_reasons(gate))}")
     champion = aliases["champion"]
     champion_report = layout.reports(variant, champion) / "report.json" if champion else None

@@ -10,7 +10,6 @@ loaded beside it for the comparisons.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,11 +26,12 @@ from evals.report import charts, render_markdown, split_diagnostics
 from evals.suite import EvalInputs, EvalSettings, run_suite
 from llama_assets.base.atomic import atomic_write_json, atomic_write_text
 from llama_assets.base.layout import DataLayout
+from llama_assets.base.store import local_file, local_folder
 from llama_assets.deployment.registry import previous_champion, read_aliases
 from llama_assets.retrieval.evaluation import evaluate_index
 from llama_assets.retrieval.search import search
 from llama_assets.serving.served_model import load_served_model as serving_model
-from llama_assets.training.checkpointer import read_trainer_state
+from llama_assets.training.checkpointer import local_dir, read_trainer_state
 from llama_assets.training.pipeline import load_checkpoint_base
 from llama_assets.training.variants import ModelVariant
 
@@ -100,8 +100,8 @@ def archive_previous_report(out_dir: Path, report: dict) -> Path | None:
     target = out_dir / HISTORY_DIR / stamp
     target.mkdir(parents=True, exist_ok=True)
     for name in ("report.json", "report.md", "samples.json"):
-        if (out_dir / name).exists():
-            shutil.copy2(out_dir / name, target / name)
+        if (out_dir / name).is_file():
+            (target / name).write_bytes((out_dir / name).read_bytes())
     return target
 
 
@@ -140,7 +140,8 @@ def _evaluate_version(
     settings: EvalSettings,
     log: Callable[[str], None],
 ) -> EvalOutcome:
-    checkpoint = layout.models(variant.name, version)
+    # A verified local copy on an S3 root (the checkpoint itself on a local one).
+    checkpoint = local_dir(layout.models(variant.name, version))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     log(f"eval {variant.name}/{version}: loading the served model")
@@ -158,7 +159,7 @@ def _evaluate_version(
     def hybrid(texts: list[str], k: int) -> list[list[dict]]:
         return search(chunks_table, embedder.encode, texts, k, "hybrid")
 
-    qa_golden, qa_errors = read_qa_golden(layout.qa_golden_set)
+    qa_golden, qa_errors = read_qa_golden(local_file(layout.qa_golden_set))
     pairs = list(zip(validation["doc_id"].to_list(), validation["text"].to_list(), strict=True))
     inputs = EvalInputs(
         base=base,
@@ -171,7 +172,7 @@ def _evaluate_version(
         search=hybrid,
         work_dir=layout.eval_scratch(variant.name, version),
         qa_golden=qa_golden,
-        lm_eval_include=[layout.lm_eval_tasks],
+        lm_eval_include=[local_folder(layout.lm_eval_tasks)],
         load_seconds=load_seconds,
         log=log,
     )
@@ -196,7 +197,7 @@ def _evaluate_version(
     outcomes = evaluate_gate(
         report,
         reference_report(layout, variant.name, version),
-        gate_config(variant.name, layout.gate_config),
+        gate_config(variant.name, local_file(layout.gate_config)),
     )
     report["gate"] = gate_summary(outcomes)
     return write_report(layout, report, golden_errors + qa_errors)

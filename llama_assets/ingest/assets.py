@@ -9,6 +9,7 @@ from llama_assets.base.layout import split_batch_key
 from llama_assets.base.rejects import write_rejects
 from llama_assets.base.shards import ShardWriter
 from llama_assets.base.sources import source_policy, sources_file
+from llama_assets.base.store import local_copy
 from llama_assets.ingest.batch import stream_batch
 from llama_assets.ingest.coalesce import LANDING_FINGERPRINT, landing_fingerprint
 from llama_assets.ingest.reject_limit import reject_limit_verdict
@@ -52,9 +53,10 @@ def raw_documents(context: dg.AssetExecutionContext, storage: LocalDataRoot):
     # Taken before reading, so a file that lands mid-run makes reconciliation re-ingest.
     fingerprint = landing_fingerprint(landing)
     out = staged(layout, raw_documents.key, key).path
-    with ShardWriter(out, schema=RAW_SCHEMA) as writer:
+    # The readers take local files: the batch itself, or a download of it from S3.
+    with local_copy(landing) as folder, ShardWriter(out, schema=RAW_SCHEMA) as writer:
         loaded = stream_batch(
-            landing,
+            folder,
             source,
             batch,
             writer.write,

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llama_assets.base.layout import batch_key, split_batch_key
+from llama_assets.base.store import Location, as_location
 
 LANDING_FINGERPRINT = "landing_fingerprint"
 """raw_documents metadata key: the fingerprint of the landing folder it read."""
@@ -58,7 +59,7 @@ class CoalesceSettings:
 @dataclass(frozen=True)
 class LandingBatch:
     key: str
-    path: Path
+    path: Location
     files: int
     bytes: int
     arrived: float  # mtime of the batch folder: when its last entry landed
@@ -71,29 +72,28 @@ class Fingerprint:
     digest: str
 
 
-def landing_fingerprint(folder: Path) -> Fingerprint:
+def landing_fingerprint(folder: Location | Path) -> Fingerprint:
     """Files, bytes and a digest of (relative path, size, mtime) of every file.
 
-    Cheap (no content read), and it changes whenever a file is added, removed,
-    rewritten or touched, which is what reconciliation needs to know.
+    Cheap (no content read; one listing on S3), and it changes whenever a file
+    is added, removed, rewritten or touched, which is what reconciliation
+    needs to know.
     """
+    folder = as_location(folder)
     h = hashlib.sha256()
     files = total = 0
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        st = path.stat()
+    for obj in folder.files():
         files += 1
-        total += st.st_size
-        h.update(
-            f"{path.relative_to(folder).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode()
-        )
+        total += obj.size
+        h.update(f"{obj.key}\0{obj.size}\0{obj.mtime_ns}\n".encode())
     return Fingerprint(files=files, bytes=total, digest=h.hexdigest())
 
 
-def describe_batch(landing: Path, key: str) -> LandingBatch:
+def describe_batch(landing: Location | Path, key: str) -> LandingBatch:
     source, batch = split_batch_key(key)
-    folder = landing / source / batch
-    sizes = [p.stat().st_size for p in folder.rglob("*") if p.is_file()]
-    return LandingBatch(key, folder, len(sizes), sum(sizes), folder.stat().st_mtime)
+    folder = as_location(landing) / source / batch
+    sizes = [obj.size for obj in folder.files()]
+    return LandingBatch(key, folder, len(sizes), sum(sizes), folder.mtime())
 
 
 @dataclass
@@ -133,28 +133,43 @@ COALESCING_SUFFIX = ".coalescing"
 """Suffix of the hidden folder a merge is assembled in (`.<name>.coalescing`)."""
 
 
-def merge_batches(landing: Path, group: list[LandingBatch]) -> str:
+def merge_batches(landing: Location | Path, group: list[LandingBatch]) -> str:
     """Move the member folders into one batch folder; returns the new key.
 
-    The new folder is assembled under a hidden name (the sensor ignores
-    hidden folders) and renamed into place, so no tick sees it half-built;
-    if a move fails, the members already moved are moved back. A process
-    killed mid-merge leaves the hidden folder; reconciliation finishes it
-    (`interrupted_merges`, `finish_merge`).
+    On a local root the new folder is assembled under a hidden name (the
+    sensor ignores hidden folders) and renamed into place, so no tick sees it
+    half-built; if a move fails, the members already moved are moved back. A
+    process killed mid-merge leaves the hidden folder; reconciliation finishes
+    it (`interrupted_merges`, `finish_merge`). S3 has no rename: each member's
+    objects are copied into the new folder (server-side), then deleted; the
+    sensor registers the merged batch only once every copy is in place.
     """
+    landing = as_location(landing)
     if len(group) == 1:
         return group[0].key
     source, first = split_batch_key(group[0].key)
     name = f"{first}-c{len(group)}"
-    final = landing / source / name
-    staged = landing / source / f".{name}{COALESCING_SUFFIX}"
+    if landing.local is None:
+        final = landing / source / name
+        for b in group:
+            for obj in b.path.files():
+                landing.store.copy(
+                    f"{b.path.key}/{obj.key}", f"{final.key}/{b.path.name}/{obj.key}"
+                )
+        for b in group:
+            b.path.rmtree()
+        return batch_key(source, name)
+    root = landing.local
+    final = root / source / name
+    staged = root / source / f".{name}{COALESCING_SUFFIX}"
     staged.mkdir(parents=True, exist_ok=False)
     moved: list[tuple[Path, Path]] = []
     try:
         for b in group:
-            target = staged / b.path.name
-            os.rename(b.path, target)
-            moved.append((target, b.path))
+            member = Path(b.path.local)
+            target = staged / member.name
+            os.rename(member, target)
+            moved.append((target, member))
         os.rename(staged, final)
     except BaseException:
         for target, original in reversed(moved):
@@ -164,22 +179,27 @@ def merge_batches(landing: Path, group: list[LandingBatch]) -> str:
     return batch_key(source, name)
 
 
-def interrupted_merges(landing: Path) -> list[tuple[str, Path]]:
-    """(batch key it was to become, hidden folder) of each merge a crash left behind."""
+def interrupted_merges(landing: Location | Path) -> list[tuple[str, Path]]:
+    """(batch key it was to become, hidden folder) of each merge a crash left
+    behind (local roots; an S3 merge has no hidden folder)."""
+    landing = as_location(landing)
     found = []
-    for staged in sorted(Path(landing).glob(f"*/.*{COALESCING_SUFFIX}")):
+    if landing.local is None:
+        return found
+    for staged in sorted(landing.local.glob(f"*/.*{COALESCING_SUFFIX}")):
         if staged.is_dir():
             name = staged.name[1 : -len(COALESCING_SUFFIX)]
             found.append((batch_key(staged.parent.name, name), staged))
     return found
 
 
-def finish_merge(landing: Path, key: str) -> bool:
+def finish_merge(landing: Location | Path, key: str) -> bool:
     """Rename an interrupted merge's hidden folder into place (its members are
     whole folders, moved one by one); False if a folder of that name exists."""
+    landing = as_location(landing)
     source, name = split_batch_key(key)
-    staged = Path(landing) / source / f".{name}{COALESCING_SUFFIX}"
-    final = Path(landing) / source / name
+    staged = landing.local / source / f".{name}{COALESCING_SUFFIX}"
+    final = landing.local / source / name
     if final.exists():
         return False
     os.rename(staged, final)
@@ -207,7 +227,7 @@ class Gap:
 
 
 def find_gaps(
-    landing: Path,
+    landing: Location | Path,
     registered: list[str],
     ingested: dict[str, str | None],
     now: float,
@@ -220,6 +240,7 @@ def find_gaps(
     unregistered batch younger than ``grace_seconds`` is left to the landing
     sensor (it may be a micro-batch held for coalescing).
     """
+    landing = as_location(landing)
     from llama_assets.ingest.landing import landing_batch_keys
 
     gaps: list[Gap] = []
@@ -245,7 +266,7 @@ def find_gaps(
         if now - staged.stat().st_mtime >= grace_seconds:
             members = sum(1 for p in staged.iterdir() if p.is_dir())
             detail = f"{members} member folder(s) left in {staged.name}"
-            repairable = not (Path(landing) / key).exists()
+            repairable = not (landing / key).exists()
             gaps.append(Gap(key, "interrupted_coalescing", detail, repairable))
     on_disk = set(landing_batch_keys(landing))
     for key in registered:

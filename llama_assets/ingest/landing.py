@@ -1,7 +1,11 @@
 """The landing zone: ``<root>/landing/<source>/<batch>/``, one folder a batch.
 
-Files are copied into a hidden temporary folder and renamed into place, so the
-sensor (which ignores hidden folders) never sees a half-copied batch.
+On a local root, files are copied into a hidden temporary folder and renamed
+into place, so the sensor (which ignores hidden folders) never sees a
+half-copied batch. S3 has no rename: the files are uploaded in place (each
+checksummed), and a batch the sensor registered while it was still arriving
+is ingested again by the reconciliation schedule (its landing fingerprint
+changed), as for any file that lands after its batch was read.
 
 Anyone may drop folders here, so the scan trusts nothing it finds: a folder
 whose name is not a valid source or batch name, or a symlink in place of a
@@ -19,6 +23,7 @@ from pathlib import Path
 
 from llama_assets.base.atomic import staged_dir
 from llama_assets.base.layout import batch_key, check_segment
+from llama_assets.base.store import Location, as_location
 
 
 @dataclass(frozen=True)
@@ -39,8 +44,12 @@ class LandingScan:
     problems: list[LandingProblem]
 
 
-def scan_landing(landing: Path) -> LandingScan:
+def scan_landing(landing: Location | Path) -> LandingScan:
     """The landing zone's batches, and the entries skipped with their reasons."""
+    landing = as_location(landing)
+    if landing.local is None:
+        return _scan_s3(landing)
+    landing = landing.local
     if not landing.is_dir():
         return LandingScan([], [])
     found: list[tuple[str, str]] = []
@@ -54,7 +63,33 @@ def scan_landing(landing: Path) -> LandingScan:
     return LandingScan([batch_key(source, batch) for batch, source in sorted(found)], problems)
 
 
-def landing_batch_keys(landing: Path) -> list[str]:
+def _scan_s3(landing: Location) -> LandingScan:
+    """The same scan over S3 prefixes (which hold no links)."""
+    found: list[tuple[str, str]] = []
+    problems: list[LandingProblem] = []
+    for source in landing.subdirs():
+        if source.name.startswith(".") or _bad_name(source.name, "source", "", problems):
+            continue
+        for batch in source.subdirs():
+            if not batch.name.startswith(".") and not _bad_name(
+                batch.name, "batch", source.name, problems
+            ):
+                found.append((batch.name, source.name))
+    return LandingScan([batch_key(source, batch) for batch, source in sorted(found)], problems)
+
+
+def _bad_name(name: str, what: str, parent: str, problems: list[LandingProblem]) -> bool:
+    try:
+        check_segment(name, what)
+    except ValueError as exc:
+        shown = repr(name)[1:-1]
+        where = f"{parent}/{shown}" if what == "batch" else shown
+        problems.append(LandingProblem(where, f"{exc}; rename the folder to be read"))
+        return True
+    return False
+
+
+def landing_batch_keys(landing: Location | Path) -> list[str]:
     """Every complete batch, in arrival order (batch name, then source)."""
     return scan_landing(landing).keys
 
@@ -91,8 +126,11 @@ def new_batch_name() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
 
-def add_to_landing(path: Path, landing: Path, source: str, batch: str | None = None) -> str:
+def add_to_landing(
+    path: Path, landing: Location | Path, source: str, batch: str | None = None
+) -> str:
     """Copy a file or folder into the landing zone as a new batch; returns its key."""
+    landing = as_location(landing)
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
@@ -100,7 +138,17 @@ def add_to_landing(path: Path, landing: Path, source: str, batch: str | None = N
     final = landing / check_segment(source, "source") / batch
     if final.exists():
         raise FileExistsError(f"batch {source}/{batch} is already in the landing zone: {final}")
-    with staged_dir(final) as staged:
+    if final.local is None:
+        # S3: regular files only (a link is never followed, so never uploaded).
+        if path.is_dir() and not path.is_symlink():
+            files = sorted(p for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+        else:
+            files = [] if path.is_symlink() else [path]
+        for file in files:
+            rel = file.relative_to(path).as_posix() if path.is_dir() else file.name
+            final.store.upload((final / rel).key, file)
+        return batch_key(source, batch)
+    with staged_dir(final.local) as staged:
         # Links are copied as links, never followed: the readers reject them, so
         # a link to /etc/shadow inside a folder cannot carry its target in.
         if path.is_dir() and not path.is_symlink():

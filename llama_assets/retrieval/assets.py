@@ -1,7 +1,6 @@
 """Retrieval assets: chunks, their embeddings, and the LanceDB ``chunks`` table."""
 
 import time
-from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -246,7 +245,9 @@ def repair_index(context, layout, vector_store: LanceDBResource, dim: int, other
     table aside and rebuild it from every other registered batch's checksummed
     chunks and embeddings (this run then upserts its own batch). Returns the
     batches rebuilt (none when the table is intact)."""
-    uri = Path(vector_store.resolved_uri)
+    uri = vector_store.location.local
+    if uri is None:
+        return []  # on S3 the server verified each file's checksum when it was written
     problems = verify_checksums(uri)
     if not problems:
         return []

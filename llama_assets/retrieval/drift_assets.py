@@ -44,7 +44,7 @@ def embedding_drift(
         [
             EmbeddingSummary.load(layout.embedding_summary(k))
             for k in keys
-            if layout.embedding_summary(k).exists()
+            if layout.embedding_summary(k).is_file()
         ]
     )
     result = compare_embeddings(summary, baseline)

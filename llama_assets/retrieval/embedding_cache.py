@@ -22,7 +22,9 @@ import lancedb
 import numpy as np
 import pyarrow as pa
 
+from llama_assets.base.store import Location
 from llama_assets.retrieval.chunking import text_hash
+from llama_assets.retrieval.index import connect
 
 LOOKUP_GROUP = 1000  # keys per ``IN (...)`` lookup
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -34,12 +36,12 @@ def cache_schema(dim: int) -> pa.Schema:
 
 @dataclass
 class EmbeddingCache:
-    uri: Path | str
+    uri: Location | Path | str
     fingerprint: str
     dim: int
 
     def __post_init__(self) -> None:
-        self._table = lancedb.connect(str(self.uri)).create_table(
+        self._table = connect(self.uri).create_table(
             f"m_{self.fingerprint}", schema=cache_schema(self.dim), exist_ok=True
         )
 

@@ -40,6 +40,7 @@ import pyarrow as pa  # noqa: E402
 from lancedb.index import FTS, IvfHnswSq  # noqa: E402
 
 from llama_assets.base.layout import check_segment  # noqa: E402
+from llama_assets.base.store import Location, as_location, mirror_prefix  # noqa: E402
 from llama_assets.retrieval.index_files import record_checksums  # noqa: E402
 
 TABLE_NAME = "chunks"
@@ -84,8 +85,26 @@ def chunks_schema(dim: int) -> pa.Schema:
     )
 
 
-def connect(uri: Path | str) -> lancedb.DBConnection:
-    return lancedb.connect(str(uri))
+def connect(uri: Location | Path | str) -> lancedb.DBConnection:
+    """The LanceDB database at `uri`: a local folder or an S3 prefix (LanceDB then
+    talks to S3 itself, with the store's endpoint and credentials; its commits
+    are conditional PUTs, so concurrent writers stay safe)."""
+    location = as_location(uri)
+    options = location.store.storage_options()
+    return lancedb.connect(str(location), storage_options=options or None)
+
+
+def read_replica(uri: Location | Path | str) -> lancedb.DBConnection:
+    """A connection for queries: the database itself when it is local; for S3 a
+    local copy of the table's current version, refreshed incrementally (Lance
+    files are immutable, so only new ones are fetched). Vector queries that
+    read S3 each time are about 10x slower than local ones."""
+    location = as_location(uri)
+    if location.local is not None:
+        return connect(location)
+    target = location.store.cache_dir() / "replicas" / location.key
+    mirror_prefix(location / f"{TABLE_NAME}.lance", target / f"{TABLE_NAME}.lance")
+    return lancedb.connect(str(target))
 
 
 def open_table(db: lancedb.DBConnection, dim: int) -> lancedb.table.Table:

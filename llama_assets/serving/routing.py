@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from llama_assets.base.atomic import atomic_write_json
+from llama_assets.base.store import Location, as_location
 
 BUCKETS = 10_000
 STATE_FORMAT = 1
@@ -101,16 +102,17 @@ class RouteState:
         )
 
 
-def read_state(path: Path, variant: str) -> RouteState:
-    """The routing state at `path`, or an empty one (no version yet)."""
-    path = Path(path)
-    if not path.exists():
+def read_state(path: Location | Path, variant: str) -> RouteState:
+    """The routing state at `path` (on a local or an S3 data root), or an empty
+    one (no version yet)."""
+    path = as_location(path)
+    if not path.is_file():
         return RouteState(variant=variant)
     return RouteState.from_json(json.loads(path.read_text()))
 
 
-def write_state(path: Path, state: RouteState) -> None:
-    atomic_write_json(Path(path), state.to_json())
+def write_state(path: Location | Path, state: RouteState) -> None:
+    atomic_write_json(as_location(path), state.to_json())
 
 
 def bucket(user: str, salt: str) -> int:

@@ -11,11 +11,12 @@ import pydantic
 
 from llama_assets.base.atomic import atomic_write_json
 from llama_assets.base.layout import DataLayout
+from llama_assets.base.shards import has_manifest, read_manifest
 from llama_assets.curate.assets import clean_shards, clean_shards_table
 from llama_assets.partitions import BATCHES, variant_partitions
 from llama_assets.policies import GPU_OP_TAGS, GPU_POOL, GPU_RETRY, IO_RETRY
 from llama_assets.tables import Table, manifest_digest, read_table, table_metadata, write_table
-from llama_assets.training.checkpointer import MERGED_DIR, read_trainer_state
+from llama_assets.training.checkpointer import MERGED_DIR, local_dir, read_trainer_state
 from llama_assets.training.config import TrainConfig
 from llama_assets.training.dataset import split_of, trainable, with_messages
 from llama_assets.training.distributed import PREEMPTED_EXIT_CODE, torchrun_command
@@ -41,7 +42,7 @@ def dataset_split(layout: DataLayout, split: str) -> Table:
 
 def read_dataset_manifest(storage: LocalDataRoot) -> dict:
     path = storage.layout.training_dataset / "dataset.json"
-    if not path.exists():
+    if not path.is_file():
         raise dg.Failure(f"{path} is missing: materialise training_dataset first")
     return json.loads(path.read_text())
 
@@ -64,7 +65,7 @@ def training_dataset(
     keys = sorted(
         k
         for k in context.instance.get_dynamic_partitions(BATCHES)
-        if (layout.shards(k) / "manifest.json").is_file()
+        if has_manifest(layout.shards(k))
     )
     if not keys:
         raise dg.Failure(f"no clean shards under {layout.shards_root}: run the batch assets first")
@@ -82,10 +83,7 @@ def training_dataset(
         .alias("split")
     )
     # The data version names exactly the shard sets the snapshot was built from.
-    sources = {
-        k: manifest_digest(json.loads((d / "manifest.json").read_text()))
-        for k, d in zip(keys, shard_dirs, strict=True)
-    }
+    sources = {k: manifest_digest(read_manifest(d)) for k, d in zip(keys, shard_dirs, strict=True)}
     data_version = hashlib.sha256(repr(sorted(sources.items())).encode()).hexdigest()[:16]
     metadata = {}
     for split in ("train", "validation"):
@@ -246,7 +244,7 @@ def finetuned_checkpoint(
             else "packed text",
             "seconds": dg.MetadataValue.float(round(time.perf_counter() - started, 2)),
             "loss_curve": dg.MetadataValue.md(
-                loss_curve_markdown(losses, (path / LOSS_CURVE_FILE).read_bytes())
+                loss_curve_markdown(losses, (local_dir(path) / LOSS_CURVE_FILE).read_bytes())
             ),
             "resumed_from_step": state["resumed_from_step"],
             "skipped_checkpoints": len(state["skipped_checkpoints"]),

@@ -14,9 +14,12 @@ An exported fine-tune is `models/<variant>/<version>/`: `adapter/`, `tokenizer/`
 `trainer_state.json`, optionally `merged/` (base + adapter, plain transformers)
 and `base/` (a locally built base model), extra files, and `manifest.json`.
 
-Both are staged in a temporary sibling, fsynced and renamed into place
-(base/atomic.py), so a reader never sees a half-written one, and both are
-verified against their manifest before they are loaded. The `.pt` files hold
+Both live under the data root (a local folder or S3) and are written with
+base/store.py's `tree_writer`: staged in a temporary sibling, fsynced and
+renamed into place on a local root; on S3 uploaded under a unique prefix with
+server-verified checksums and a manifest written last. A reader never sees a
+half-written one (on S3 it reads a verified local copy, `local_dir`), and both
+are verified against their manifest before they are loaded. The `.pt` files hold
 only tensors and plain values and are read back with `weights_only=True`.
 """
 
@@ -34,7 +37,14 @@ from peft import PeftModel
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from llama_assets.base.atomic import sha256_file, staged_dir
+from llama_assets.base.atomic import sha256_file
+from llama_assets.base.store import (
+    CorruptTreeError,
+    Location,
+    as_location,
+    fetch_tree,
+    tree_writer,
+)
 from llama_assets.training.config import TrainConfig
 from llama_assets.training.data_parallel import barrier, data_parallel, gather_from_ranks
 from llama_assets.training.rng import rng_states, set_rng_states
@@ -76,7 +86,7 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_training_checkpoint(
-    root: Path,
+    root: Location | Path,
     model: PeftModel,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
@@ -90,13 +100,13 @@ def save_training_checkpoint(
     but RNG states are not: every rank's are gathered, rank 0 writes, and the
     others wait until the checkpoint is in place.
     """
-    root = Path(root)
+    root = as_location(root)
     out = root / f"{TRAINING_CHECKPOINT_PREFIX}{state.step:06d}"
     per_rank_rng = gather_from_ranks(rng_states(device))
     if data_parallel()[0]:
         barrier()
         return out
-    with staged_dir(out) as tmp:
+    with tree_writer(out) as tmp:
         save_file(trainable_state(model), str(tmp / TRAINABLE_FILE))
         torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
         torch.save({"ranks": per_rank_rng}, tmp / RNG_FILE)
@@ -106,38 +116,52 @@ def save_training_checkpoint(
         )
         _write_manifest(tmp)
     for old in training_checkpoints(root)[: -cfg.keep_checkpoints]:
-        shutil.rmtree(old, ignore_errors=True)
+        old.rmtree()
     barrier()
     return out
 
 
-def training_checkpoints(root: Path) -> list[Path]:
+def training_checkpoints(root: Location | Path) -> list[Location]:
     """The `step-NNNNNN` directories under `root`, oldest first (unverified)."""
-    root = Path(root)
+    root = as_location(root)
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and _STEP_DIR.fullmatch(p.name)]
+    found = [p for p in root.subdirs() if _STEP_DIR.fullmatch(p.name)]
     return sorted(found, key=lambda p: int(_STEP_DIR.fullmatch(p.name).group(1)))
 
 
-def latest_valid_checkpoint(root: Path) -> tuple[Path | None, list[str]]:
-    """The newest checkpoint under `root` that verifies, and why newer ones did not.
+def latest_valid_checkpoint(root: Location | Path) -> tuple[Path | None, list[str]]:
+    """The newest checkpoint under `root` that verifies (a local folder: on S3 a
+    verified copy), and why newer ones did not.
 
-    Leftover staging directories of a killed write are removed on the way.
+    Leftover staging directories of a killed local write are removed on the way
+    (on S3 a killed upload has no manifest and its files are collected later).
     """
-    root = Path(root)
-    if root.is_dir():
-        for leftover in root.glob(f".{TRAINING_CHECKPOINT_PREFIX}*.tmp"):
+    root = as_location(root)
+    if root.local is not None and root.local.is_dir():
+        for leftover in root.local.glob(f".{TRAINING_CHECKPOINT_PREFIX}*.tmp"):
             shutil.rmtree(leftover, ignore_errors=True)
     skipped = []
     for candidate in reversed(training_checkpoints(root)):
         try:
-            verify_manifest(candidate)
+            local = local_dir(candidate)
+            verify_manifest(local)
         except CorruptCheckpointError as exc:
             skipped.append(str(exc))
             continue
-        return candidate, skipped
+        return local, skipped
     return None, skipped
+
+
+def local_dir(checkpoint: Location | Path) -> Path:
+    """A checkpoint as a local folder: itself on a local root, a verified cached
+    copy of its published version on S3 (CorruptCheckpointError when it has none)."""
+    if isinstance(checkpoint, Path):
+        return checkpoint
+    try:
+        return fetch_tree(as_location(checkpoint))
+    except CorruptTreeError as exc:
+        raise CorruptCheckpointError(f"{exc}; not a complete checkpoint") from exc
 
 
 def load_training_checkpoint(
@@ -183,7 +207,7 @@ def load_training_checkpoint(
 def save_finetuned(
     result_model: PeftModel,
     tokenizer: PreTrainedTokenizerBase,
-    out_dir: Path,
+    out_dir: Location | Path,
     trainer_state: dict[str, Any],
     base_model_dir: Path | None = None,
     merge: bool = False,
@@ -200,7 +224,7 @@ def save_finetuned(
     An existing `out_dir` is replaced only once the new one is complete.
     Returns the manifest.
     """
-    with staged_dir(Path(out_dir)) as tmp:
+    with tree_writer(as_location(out_dir)) as tmp:
         result_model.save_pretrained(str(tmp / ADAPTER_DIR), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp / TOKENIZER_DIR))
         if base_model_dir is not None:
@@ -216,38 +240,40 @@ def save_finetuned(
     return manifest
 
 
-def load_finetuned(out_dir: Path, base_model: PreTrainedModel) -> PeftModel:
+def load_finetuned(out_dir: Location | Path, base_model: PreTrainedModel) -> PeftModel:
     """Verify `out_dir` against its manifest, then attach its adapter to `base_model`.
 
     `base_model` must be the same base the adapter was trained on (for `tiny`,
     rebuilt with the same seed and the checkpoint's tokenizer); it is modified
     in place. Returns the model in eval mode.
     """
-    out_dir = Path(out_dir)
+    out_dir = local_dir(out_dir)
     verify_manifest(out_dir)
     model = PeftModel.from_pretrained(base_model, str(out_dir / ADAPTER_DIR), is_trainable=False)
     return model.eval()
 
 
-def load_finetuned_tokenizer(out_dir: Path) -> PreTrainedTokenizerBase:
+def load_finetuned_tokenizer(out_dir: Location | Path) -> PreTrainedTokenizerBase:
     """The tokenizer saved with a fine-tune (verify the manifest first)."""
-    return AutoTokenizer.from_pretrained(str(Path(out_dir) / TOKENIZER_DIR), local_files_only=True)
+    return AutoTokenizer.from_pretrained(
+        str(local_dir(out_dir) / TOKENIZER_DIR), local_files_only=True
+    )
 
 
-def read_trainer_state(out_dir: Path) -> dict[str, Any]:
+def read_trainer_state(out_dir: Location | Path) -> dict[str, Any]:
     """The `trainer_state.json` of a saved fine-tune."""
-    return json.loads((Path(out_dir) / TRAINER_STATE_FILE).read_text(encoding="utf-8"))
+    return json.loads((local_dir(out_dir) / TRAINER_STATE_FILE).read_text(encoding="utf-8"))
 
 
 # --- manifests ---------------------------------------------------------------------------------
 
 
-def verify_manifest(out_dir: Path) -> dict[str, Any]:
+def verify_manifest(out_dir: Location | Path) -> dict[str, Any]:
     """Check every file listed in `out_dir/manifest.json`; returns the manifest.
 
     Raises CorruptCheckpointError naming each missing or altered file.
     """
-    out_dir = Path(out_dir)
+    out_dir = local_dir(out_dir)
     manifest_path = out_dir / MANIFEST_FILE
     try:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))

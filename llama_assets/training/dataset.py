@@ -26,6 +26,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from llama_assets.base.shards import scan_shards
+from llama_assets.base.store import Location, as_location
 
 Split = Literal["train", "validation"]
 
@@ -46,12 +47,12 @@ def trainable(shards: pl.DataFrame) -> pl.DataFrame:
     return shards.filter(pl.col("for_training")) if "for_training" in shards.columns else shards
 
 
-def read_split(dataset_dir: Path, split: Split) -> pl.DataFrame:
+def read_split(dataset_dir: Location | Path, split: Split) -> pl.DataFrame:
     """One side of the training dataset snapshot, every part checksummed first.
 
     Raises CorruptShardError (llama_assets/base/shards.py) on a damaged part.
     """
-    return with_messages(scan_shards(Path(dataset_dir) / split, verify=True).collect())
+    return with_messages(scan_shards(as_location(dataset_dir) / split, verify=True).collect())
 
 
 def split_of(doc_id: str, validation_fraction: float = 0.1) -> Split:

@@ -52,7 +52,7 @@ def torchrun_command(nproc: int, args: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data-root", required=True, type=Path)
+    parser.add_argument("--data-root", required=True, help="local folder or s3:// URI")
     parser.add_argument("--variant", required=True)
     parser.add_argument("--config", required=True, help="TrainConfig as JSON")
     parser.add_argument("--data-version", required=True)

@@ -20,11 +20,13 @@ import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from llama_assets.base.atomic import temp_prefix
+from llama_assets.base.store import Location, as_location
 from llama_assets.training.base_model import build_tiny_llama, load_base_model
 from llama_assets.training.checkpointer import (
     BASE_MODEL_DIR,
     load_finetuned,
     load_finetuned_tokenizer,
+    local_dir,
     read_trainer_state,
     save_finetuned,
 )
@@ -87,7 +89,7 @@ def training_blocks(
 @dataclass
 class TrainedCheckpoint:
     version: str
-    path: Path
+    path: Location
     result: TrainResult
     train_blocks: int
     manifest: dict
@@ -102,10 +104,10 @@ def train_and_save(
     cfg: TrainConfig,
     train_texts: Sequence[str],
     data_version: str,
-    out_root: Path,
+    out_root: Location | Path,
     device: torch.device,
     on_step: Callable[[int, float, int], None] | None = None,
-    run_dir: Path | None = None,
+    run_dir: Location | Path | None = None,
     merge: bool = True,
     log: Callable[[str], None] | None = None,
     messages: Sequence[str | None] | None = None,
@@ -118,6 +120,7 @@ def train_and_save(
     entry per text) makes chat records train on their assistant turns only.
     """
     version = checkpoint_version(variant, cfg, data_version)
+    out_root = as_location(out_root)
     base, tokenizer = base_model_and_tokenizer(variant, train_texts, cfg.seed, device)
     blocks = training_blocks(tokenizer, train_texts, messages, cfg.seq_len)
     if blocks.shape[0] == 0:
@@ -125,11 +128,14 @@ def train_and_save(
             f"the training split packs into no block of {cfg.seq_len} tokens "
             f"({len(train_texts)} documents): ingest more text, then run again"
         )
-    # Beside the models, hidden, so a killed run leaves nothing a reader lists
-    # and collect_stale_temps removes it (never the system temp folder).
-    out_root.parent.mkdir(parents=True, exist_ok=True)
+    # Beside the models on a local root, hidden, so a killed run leaves nothing a
+    # reader lists and collect_stale_temps removes it (never the system temp folder);
+    # the process's temp folder when the models are on S3.
+    scratch = out_root.parent.local
+    if scratch is not None:
+        scratch.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(
-        dir=out_root.parent, prefix=temp_prefix("training"), suffix=".tmp"
+        dir=scratch, prefix=temp_prefix("training"), suffix=".tmp"
     ) as tmp:
         base_dir = None
         # Under data parallelism only rank 0 writes (every rank holds the same weights).
@@ -166,9 +172,10 @@ def train_and_save(
 
 
 def load_checkpoint_base(
-    variant: ModelVariant, checkpoint: Path, device: torch.device
+    variant: ModelVariant, checkpoint: Location | Path, device: torch.device
 ) -> PreTrainedModel:
     """A fresh copy of the base model the checkpoint was trained on."""
+    checkpoint = local_dir(checkpoint)
     if variant.is_local:
         model = AutoModelForCausalLM.from_pretrained(str(checkpoint / BASE_MODEL_DIR))
         return model.to(device).eval()
@@ -177,9 +184,11 @@ def load_checkpoint_base(
 
 
 def load_checkpoint(
-    variant: ModelVariant, checkpoint: Path, device: torch.device
+    variant: ModelVariant, checkpoint: Location | Path, device: torch.device
 ) -> tuple[PreTrainedModel, PreTrainedModel, PreTrainedTokenizerBase]:
-    """(base, fine-tuned, tokenizer); two independent copies of the base weights."""
+    """(base, fine-tuned, tokenizer); two independent copies of the base weights
+    (a checkpoint on S3 is read from its verified local copy)."""
+    checkpoint = local_dir(checkpoint)
     tokenizer = load_finetuned_tokenizer(checkpoint)
     base = load_checkpoint_base(variant, checkpoint, device)
     finetuned = load_finetuned(checkpoint, load_checkpoint_base(variant, checkpoint, device))

@@ -28,6 +28,7 @@ import torch
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 from transformers import PreTrainedModel, get_cosine_schedule_with_warmup
 
+from llama_assets.base.store import Location
 from llama_assets.training.batches import inputs_and_labels, micro_batches
 from llama_assets.training.checkpointer import (
     latest_valid_checkpoint,
@@ -64,7 +65,7 @@ def finetune_lora(
     cfg: TrainConfig,
     device: torch.device | str,
     on_step: Callable[[int, float, int], None] | None = None,
-    checkpoint_dir: Path | None = None,
+    checkpoint_dir: Location | Path | None = None,
     log: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Fine-tune `model` with LoRA on packed `train_blocks` until the budget is spent.
@@ -93,7 +94,7 @@ class LoRAFinetuneRecipe:
         self,
         cfg: TrainConfig,
         device: torch.device | str,
-        checkpoint_dir: Path | None = None,
+        checkpoint_dir: Location | Path | None = None,
         on_step: Callable[[int, float, int], None] | None = None,
         log: Callable[[str], None] | None = None,
     ) -> None:
@@ -198,7 +199,7 @@ class LoRAFinetuneRecipe:
         tokens = self.cfg.tokens_per_step * data_parallel()[1]
         return self.state.record_step(mean_over_ranks(step_loss), tokens)
 
-    def save_checkpoint(self) -> Path:
+    def save_checkpoint(self) -> Location:
         """Write `step-NNNNNN/` under the run directory: see checkpointer.py for its contents."""
         saved = save_training_checkpoint(
             self.checkpoint_dir,

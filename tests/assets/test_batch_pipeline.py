@@ -14,7 +14,7 @@ from llama_assets.ingest.assets import raw_documents
 from llama_assets.ingest.readers import make_doc_id
 from llama_assets.jobs import BATCH_ASSETS
 from llama_assets.partitions import BATCHES
-from tests.landing import GERMAN, jsonl, land, read_jsonl, topic
+from tests.landing import GERMAN, jsonl, land, part, read_jsonl, topic
 
 
 def near_copy(text: str) -> str:
@@ -90,7 +90,7 @@ def test_batch_pipeline_writes_every_artifact(first_batch, layout, instance, res
     }
 
     manifest = json.loads((layout.shards(key) / "manifest.json").read_text())
-    shards = pl.read_parquet(layout.shards(key) / "part-00000.parquet")
+    shards = pl.read_parquet(part(layout.shards(key)))
     assert manifest["rows"] == shards.height == 5  # a, b, c, orig-or-near, pii
     assert all(s["sha256"] for s in manifest["shards"])
     assert not shards["text"].str.contains("jane.doe@example.org").any()
@@ -110,12 +110,12 @@ def test_rematerialising_a_batch_is_idempotent(first_batch, layout, instance, re
     materialize_batch(key, instance, resources)
     table = lancedb.connect(str(layout.lancedb)).open_table("chunks")
     before = sorted(r["chunk_id"] for r in table.to_arrow().to_pylist())
-    shards_before = (layout.shards(key) / "part-00000.parquet").read_bytes()
+    shards_before = part(layout.shards(key)).read_bytes()
 
     materialize_batch(key, instance, resources)
     after = sorted(r["chunk_id"] for r in table.to_arrow().to_pylist())
     assert after == before
-    assert (layout.shards(key) / "part-00000.parquet").read_bytes() == shards_before
+    assert part(layout.shards(key)).read_bytes() == shards_before
     event = instance.get_latest_materialization_event(dg.AssetKey("rag_index"))
     metadata = event.asset_materialization.metadata
     assert metadata["inserted"].value == 0 and metadata["deleted"].value == 0
@@ -133,9 +133,7 @@ def test_later_batch_is_deduplicated_against_earlier_ones(first_batch, layout, i
     assert [(r["path"], r["reason"].split(":")[:2]) for r in removed] == [
         ("copy.txt", ["exact_duplicate", doc(first_batch, "nested/b.txt", 0)])
     ]
-    assert pl.read_parquet(layout.shards(key) / "part-00000.parquet")["path"].to_list() == [
-        "new.txt"
-    ]
+    assert pl.read_parquet(part(layout.shards(key)))["path"].to_list() == ["new.txt"]
     # Re-materialising the first batch never dedups it against the later one.
     materialize_batch(first_batch, instance, resources)
     assert json.loads((layout.shards(first_batch) / "manifest.json").read_text())["rows"] == 5
@@ -177,7 +175,7 @@ def test_a_batch_of_nothing_but_bad_input_flows_through_every_stage(layout, inst
     )
     assert reasons == ["invalid_json", "unsupported_format", "wrong_type"]
     # The short note fails the quality rules: searchable, never trained on.
-    shards = pl.read_parquet(layout.shards(key) / "part-00000.parquet")
+    shards = pl.read_parquet(part(layout.shards(key)))
     assert shards.select("path", "for_index", "for_training").rows() == [("short.txt", True, False)]
     assert shards["training_exclusion"][0].startswith("quality:gopher_min_words")
     table = lancedb.connect(str(layout.lancedb)).open_table("chunks")

@@ -14,11 +14,12 @@ import dagster as dg
 import lancedb
 import polars as pl
 
+from llama_assets.base.shards import scan_shards
 from llama_assets.ingest.readers import make_doc_id
 from llama_assets.jobs import BATCH_ASSETS
 from llama_assets.partitions import BATCHES
 from llama_assets.training.assets import training_dataset
-from tests.landing import jsonl, land, read_jsonl, topic
+from tests.landing import jsonl, land, part, read_jsonl, topic
 
 KEY = "manual/v1"
 DOCS = Path(__file__).parents[1] / "fixtures" / "docs_corpus"
@@ -110,14 +111,14 @@ def test_documentation_is_kept_and_nothing_personal_is_written(layout, instance,
     assert [(r["path"], r["reason"]) for r in quarantined] == [("german.md", "language:de")]
     chunks = lancedb.connect(str(layout.lancedb)).open_table("chunks").to_polars().collect()
     assert set(chunks["doc_id"]) == english
-    shards = pl.read_parquet(layout.shards(KEY) / "part-00000.parquet")
+    shards = pl.read_parquet(part(layout.shards(KEY)))
     assert shards["for_index"].all()
 
     # Only what passes the quality rules is trained on.
     trained = {
         d
         for split in ("train", "validation")
-        for d in pl.read_parquet(layout.training_dataset / split / "*.parquet")["doc_id"]
+        for d in scan_shards(layout.training_dataset / split).collect()["doc_id"]
     }
     assert trained == {
         doc("tutorial.md"),
@@ -154,7 +155,7 @@ def test_documentation_is_kept_and_nothing_personal_is_written(layout, instance,
     # Masked everywhere past the validated stage: titles too (in the index, whose
     # title column search prints), the event log included.
     assert "Reading files - questions to [EMAIL]" in set(chunks["title"])
-    written = _written_past_validation(layout.root)
+    written = _written_past_validation(layout.root.local)
     assert any(rel.startswith("shards/") for rel in written)
     assert any(rel.startswith("datasets/training/") for rel in written)
     assert any(rel.startswith("review/") for rel in written)

@@ -18,7 +18,7 @@ from llama_assets.curate.assets import (
 from llama_assets.ingest.assets import raw_documents
 from llama_assets.ingest.readers import make_doc_id
 from llama_assets.partitions import BATCHES
-from tests.landing import GERMAN, jsonl, land, read_jsonl, topic
+from tests.landing import GERMAN, jsonl, land, part, read_jsonl, topic
 
 KEY = "planted/b1"
 FRENCH = (
@@ -114,7 +114,7 @@ def test_planted_corpus_removes_masks_and_quarantines_exactly(layout, instance, 
             (int(near_removed == doc(3)) + 2, ["near_duplicate", near_kept]),
         ]
     )
-    shards = pl.read_parquet(layout.shards(KEY) / "part-00000.parquet")
+    shards = pl.read_parquet(part(layout.shards(KEY)))
     ids = set(shards["doc_id"])
     assert ids == {doc(0), near_kept, doc(4), doc(5), doc(6)} | {
         make_doc_id("planted", "b1", "latin.jsonl", 0)
@@ -177,7 +177,7 @@ def test_review_queue_holds_borderline_documents_until_a_person_decides(
             assert dg.materialize(
                 [asset], instance=instance, resources=resources, partition_key=key
             )
-        kept = pl.read_parquet(layout.staging("validated_documents", key) / "part-00000.parquet")
+        kept = pl.read_parquet(part(layout.staging("validated_documents", key)))
         assert kept["for_index"].all()  # nothing is kept out of search
         assert (
             kept.select(pl.col("for_training") == pl.col("training_exclusion").is_null())
@@ -185,7 +185,7 @@ def test_review_queue_holds_borderline_documents_until_a_person_decides(
             .all()
         )
         assert read_jsonl(layout.quarantine(key) / "validated_documents.jsonl") == []
-        queue = pl.read_parquet(layout.review_queue(key) / "part-00000.parquet")
+        queue = pl.read_parquet(part(layout.review_queue(key)))
         return (
             dict(zip(kept["record"], kept["training_exclusion"], strict=True)),
             dict(zip(queue["record"], queue["status"], strict=True)),
@@ -200,7 +200,7 @@ def test_review_queue_holds_borderline_documents_until_a_person_decides(
         4: None,
     }
     assert queue == {0: "held", 1: "over_cap", 2: "passed"}
-    queue_table = pl.read_parquet(layout.review_queue(key) / "part-00000.parquet")
+    queue_table = pl.read_parquet(part(layout.review_queue(key)))
     assert queue_table["record"].to_list() == [0, 1, 2]  # held first, most words first
     row = queue_table.filter(pl.col("record") == 1).row(0, named=True)
     assert (row["rule"], row["value"], row["threshold"], row["distance"], row["margin"]) == (

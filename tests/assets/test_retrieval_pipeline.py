@@ -11,7 +11,7 @@ from llama_assets.jobs import BATCH_ASSETS
 from llama_assets.partitions import BATCHES
 from llama_assets.retrieval.search import search
 from sensors.freshness import freshness_sensor, stale_run_requests
-from tests.landing import land, topic
+from tests.landing import land, part, topic
 
 NAMES = [a.key.to_user_string() for a in BATCH_ASSETS]
 RETRIEVAL = [BATCH_ASSETS[NAMES.index(n)] for n in ("chunks", "embeddings", "rag_index")]
@@ -29,7 +29,7 @@ def latest_metadata(instance, name: str) -> dict:
 
 
 def chunk_texts(layout, key) -> set[str]:
-    return set(pl.read_parquet(layout.staging("chunks", key) / "part-00000.parquet")["text"])
+    return set(pl.read_parquet(part(layout.staging("chunks", key)))["text"])
 
 
 def test_only_changed_chunks_are_embedded_and_nothing_stale_survives(layout, instance, resources):

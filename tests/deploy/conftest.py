@@ -12,7 +12,6 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from llama_assets.base.layout import DataLayout
 from llama_assets.partitions import BATCHES
 from scripts.prod_local import Topology, drop_database
 from tests.landing import jsonl, land, topic
@@ -51,7 +50,7 @@ def sensor_batches(topology, prod_instance):
     """Three small batches landed; the daemon's landing_zone_sensor registers them
     and runs the batch pipeline for each. Returns the keys and the sensor's runs."""
     instance = prod_instance
-    layout = DataLayout(Path(topology.data_root))
+    layout = topology.layout
     for i, key in enumerate(BATCH_KEYS):
         land(layout, key, {"docs.jsonl": jsonl({"id": f"d{i}", "text": topic(10 + i)})})
     wait_for(

@@ -101,6 +101,11 @@ def test_sensors_and_a_three_partition_backfill_run_on_postgres(
         times = 2 if asset in BACKFILLED else 1
         assert counts == {key: times for key in keys}, (asset.key, counts)
 
+    # The data root is on the topology's SeaweedFS: the shards are objects there.
+    assert topology.data_root.startswith("s3://")
+    for key in keys:
+        assert (topology.layout.shards(key) / "manifest.json").is_file(), key
+
     # The steps' compute logs went to S3 through the instance's compute log manager.
     s3 = boto3.client("s3", endpoint_url=topology.s3_endpoint, **topology.boto_credentials())
     listed = s3.list_objects_v2(Bucket=COMPUTE_LOG_BUCKET, Prefix="compute-logs/")

@@ -23,7 +23,7 @@ from tests.landing import jsonl, land, topic
 def files_of(layout, key) -> dict[str, str]:
     """sha256 of every file of a batch (landing folder and derived files)."""
     found = {}
-    for root in batch_paths(layout, key):
+    for root in (p.local for p in batch_paths(layout, key)):
         for path in [root] if root.is_file() else sorted(root.rglob("*")):
             if path.is_file():
                 found[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()

@@ -22,6 +22,7 @@ import polars as pl
 from llama_assets.base.layout import DataLayout
 from llama_assets.curate.dedup_index import DedupIndex
 from llama_assets.instance import open_instance
+from llama_assets.tables import read_table
 from tests.landing import TOPIC_KEYS, topic
 from tests.reliability.run_events import RunFollower, daemon, wait_for
 
@@ -62,14 +63,11 @@ def test_two_backfills_and_an_ingest_at_once(tmp_path):
     ids = lancedb.connect(str(layout.lancedb)).open_table("chunks").to_arrow()["chunk_id"]
     ids = ids.to_pylist()
     assert len(ids) == len(set(ids)) > 0
-    shards = {
-        key: pl.read_parquet(layout.shards_root / key / "*.parquet")
-        for key in ("docs/b1", "docs/b2", "docs/b3")
-    }
+    shards = {key: read_table(layout.shards(key)) for key in ("docs/b1", "docs/b2", "docs/b3")}
     texts = pl.concat([frame.select("text") for frame in shards.values()])["text"]
     assert texts.n_unique() == len(texts)  # no duplicate survivor
     counts = {key: frame.height for key, frame in shards.items()}
-    assert DedupIndex(layout.dedup_index).batch_counts() == counts
+    assert DedupIndex(layout.dedup_index.local).batch_counts() == counts
 
 
 def test_a_backfill_during_a_sensor_launched_run_of_the_same_batch(tmp_path, monkeypatch):
@@ -108,9 +106,9 @@ def test_a_backfill_during_a_sensor_launched_run_of_the_same_batch(tmp_path, mon
     ), backfill.stdout
 
     layout = DataLayout(data)
-    shards = pl.read_parquet(layout.shards_root / "docs" / "b1" / "*.parquet")
+    shards = read_table(layout.shards("docs/b1"))
     assert shards.height == 4 and shards["text"].n_unique() == 4  # none lost, none twice
-    assert DedupIndex(layout.dedup_index).batch_counts() == {"docs/b1": 4}
+    assert DedupIndex(layout.dedup_index.local).batch_counts() == {"docs/b1": 4}
     table = lancedb.connect(str(layout.lancedb)).open_table("chunks")
     chunks = table.to_arrow()
     ids = chunks["chunk_id"].to_pylist()

@@ -17,6 +17,7 @@ import polars as pl
 import pytest
 
 from llama_assets import cli
+from llama_assets.base.shards import read_manifest
 from llama_assets.curate.assets import clean_shards_table, validated_documents
 from llama_assets.deployment.assets import eval_report
 from llama_assets.partitions import BATCHES
@@ -29,8 +30,9 @@ from tests.unit.test_index import rows
 
 
 def damage(kind: str, table_dir) -> None:
-    part = sorted(table_dir.glob("part-*.parquet"))[0]
-    manifest = table_dir / "manifest.json"
+    # The first part the manifest lists (parts sit under a version prefix).
+    part = table_dir.local / read_manifest(table_dir)["shards"][0]["file"]
+    manifest = table_dir.local / "manifest.json"
     if kind == "truncated manifest":
         manifest.write_bytes(manifest.read_bytes()[:40])
     elif kind == "deleted manifest":
@@ -101,7 +103,7 @@ def test_a_damaged_lancedb_fragment_is_found_and_rebuilt_from_upstream(
         assert result.success
     before = table_rows(layout)
     assert {r[1] for r in before} == {"b1", "b2"}
-    fragment = sorted((layout.lancedb / "chunks.lance" / "data").glob("*.lance"))[0]
+    fragment = sorted((layout.lancedb.local / "chunks.lance" / "data").glob("*.lance"))[0]
     fragment.unlink()
     assert verify_checksums(layout.lancedb) == [f"data/{fragment.name}: missing"]
 
@@ -120,7 +122,7 @@ def test_a_damaged_lancedb_fragment_is_found_and_rebuilt_from_upstream(
     assert meta["rebuilt_from_upstream"].value == [keys[0]]
     assert table_rows(layout) == before
     assert verify_checksums(layout.lancedb) == []
-    assert len(list(layout.lancedb.glob("chunks.lance.corrupt-*"))) == 1
+    assert len(list(layout.lancedb.local.glob("chunks.lance.corrupt-*"))) == 1
 
 
 def test_a_flipped_byte_in_a_lancedb_file_is_found(tmp_path):
@@ -166,7 +168,8 @@ def test_a_corrupt_training_snapshot_is_rebuilt_by_its_owner(layout, instance, r
     instance.add_dynamic_partitions(BATCHES, ["web/b1"])
     clean_batch(layout, "web/b1", 0)
     assert dg.materialize([training_dataset], instance=instance, resources=resources).success
-    part = sorted((layout.training_dataset / "train").glob("part-*.parquet"))[0]
+    train = layout.training_dataset / "train"
+    part = train.local / read_manifest(train)["shards"][0]["file"]
     part.write_bytes(part.read_bytes()[:-10])
     failed = dg.materialize(
         [finetuned_checkpoint],

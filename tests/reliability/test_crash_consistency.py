@@ -29,6 +29,7 @@ from llama_assets.base.layout import DataLayout
 from llama_assets.base.shards import verify_shards
 from llama_assets.curate.dedup_index import DedupIndex
 from llama_assets.instance import open_instance
+from llama_assets.tables import read_table
 from llama_assets.training.checkpointer import verify_manifest
 from tests.gates import lenient_gate
 from tests.landing import TOPIC_KEYS, topic
@@ -81,11 +82,10 @@ def _run(env: dict, *args: str) -> subprocess.CompletedProcess:
 def _verify_published(layout: DataLayout) -> int:
     """Every published table and model verifies (sizes and checksums against its
     manifest); no hidden (temporary) one is left. Returns how many were checked."""
-    manifests = list(layout.root.rglob("manifest.json"))
+    root = layout.root.local
+    manifests = list(root.rglob("manifest.json"))
     hidden = [
-        p
-        for p in manifests
-        if any(part.startswith(".") for part in p.relative_to(layout.root).parts)
+        p for p in manifests if any(part.startswith(".") for part in p.relative_to(root).parts)
     ]
     assert not hidden, hidden  # a partial artifact left by a killed writer, not collected
     for path in manifests:
@@ -97,7 +97,7 @@ def _verify_published(layout: DataLayout) -> int:
 
 
 def _dedup_index_matches_shards(layout: DataLayout, keys) -> None:
-    shards = {key: pl.read_parquet(layout.shards_root / key / "*.parquet").height for key in keys}
+    shards = {key: read_table(layout.shards(key)).height for key in keys}
     assert DedupIndex(layout.dedup_index).batch_counts() == shards
 
 
@@ -203,7 +203,7 @@ def test_kill_9_of_a_daemon_launched_run_is_reaped_by_the_sensor_and_the_next_ru
     chunks = lancedb.connect(str(layout.lancedb)).open_table("chunks").to_arrow()
     ids = chunks["chunk_id"].to_pylist()
     assert len(ids) == len(set(ids)) > 0
-    shards = pl.read_parquet(layout.shards_root / "docs" / "b1" / "*.parquet")
+    shards = read_table(layout.shards("docs/b1"))
     indexed = set(shards.filter(pl.col("for_index"))["doc_id"].to_list())
     assert set(chunks["doc_id"].to_pylist()) == indexed  # every surviving document, once
 

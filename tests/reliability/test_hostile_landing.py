@@ -68,13 +68,13 @@ def test_ingest_copies_links_as_links(tmp_path, layout, outside):
     (folder / "a.txt").write_text(topic(1))
     (folder / "evil.txt").symlink_to(outside / "passwd.txt")
     key = add_to_landing(folder, layout.landing, "src", "b1")
-    copied = layout.landing_batch(key) / "evil.txt"
+    copied = layout.landing_batch(key).local / "evil.txt"
     assert copied.is_symlink()  # the target's bytes were never copied in
     _, rejects = _read(layout.landing_batch(key))
     assert [r.reason for r in rejects] == ["symlink_not_followed"]
     # A link given directly is copied as a link too.
     key2 = add_to_landing(folder / "evil.txt", layout.landing, "src", "b2")
-    assert (layout.landing_batch(key2) / "evil.txt").is_symlink()
+    assert (layout.landing_batch(key2).local / "evil.txt").is_symlink()
 
 
 def test_bad_folders_are_reported_and_the_other_batches_go_on(layout, outside):
@@ -82,8 +82,8 @@ def test_bad_folders_are_reported_and_the_other_batches_go_on(layout, outside):
     land(layout, "src/b3", {"a.txt": topic(1)})
     (layout.landing / "src" / "bad name").mkdir()
     (layout.landing / "src" / "b2\n").mkdir()
-    (layout.landing / "src" / "linked").symlink_to(outside, target_is_directory=True)
-    (layout.landing / "evil-source").symlink_to(outside, target_is_directory=True)
+    (layout.landing.local / "src" / "linked").symlink_to(outside, target_is_directory=True)
+    (layout.landing.local / "evil-source").symlink_to(outside, target_is_directory=True)
     scan = scan_landing(layout.landing)
     assert scan.keys == ["src/b1", "src/b3"]
     reasons = {p.path: p.reason for p in scan.problems}
@@ -125,9 +125,9 @@ def test_links_never_reach_the_staging_table(layout, outside, resources, instanc
         raise_on_error=False,
     )
     assert result.get_asset_materialization_events()
-    quarantine = list(layout.root.rglob("*quarantine*"))
+    quarantine = list(layout.root.local.rglob("*quarantine*"))
     assert quarantine, "the link's reject is quarantined"
-    for path in layout.root.rglob("*"):
+    for path in layout.root.local.rglob("*"):
         if (
             path.is_file()
             and not path.is_symlink()

@@ -142,7 +142,7 @@ def test_hostile_cli_input_and_planted_secrets_leak_nothing(
     values = [v.encode() for v in planted.values()]
     assert not any(v.decode() in out + err for v in values)
     scanned = 0
-    for root in (tmp_path / "dagster_home", layout.root):
+    for root in (tmp_path / "dagster_home", layout.root.local):
         for path in root.rglob("*"):
             if path.is_file():
                 data = path.read_bytes()

@@ -83,7 +83,9 @@ def test_artifacts_of_different_batches_never_collide(tmp_path):
     """No artifact of one batch is, or lies inside, an artifact of another (a batch
     named ``b1.embeddings`` once overwrote ``b1``'s embedding-drift file)."""
     layout = DataLayout(tmp_path / "data")
-    paths = {name: batch_paths(layout, batch_key("web", name)) for name in NEIGHBOURS}
+    paths = {
+        name: [p.local for p in batch_paths(layout, batch_key("web", name))] for name in NEIGHBOURS
+    }
     for a, b in itertools.permutations(NEIGHBOURS, 2):
         for mine, theirs in itertools.product(paths[a], paths[b]):
             assert mine != theirs and theirs not in mine.parents, (a, b, mine, theirs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from llama_assets.base.shards import verify_shards
+from llama_assets.base.shards import read_manifest, verify_shards
 from llama_assets.curate.assets import clean_shards, validated_documents
 from llama_assets.ingest.assets import raw_documents
 from llama_assets.partitions import BATCHES
@@ -26,7 +26,7 @@ def test_corrupt_clean_shard_is_rebuilt_and_downstream_is_correct(layout, instan
     expected_docs = read_table(layout.shards(key))
 
     # Flip one byte in the middle of the clean shard (same size: only sha256 can tell).
-    part = next(layout.shards(key).glob("part-*.parquet"))
+    part = layout.shards(key) / read_manifest(layout.shards(key))["shards"][0]["file"]
     data = bytearray(part.read_bytes())
     data[len(data) // 2] ^= 0xFF
     part.write_bytes(bytes(data))

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import random
+import uuid
 
 import numpy as np
 import polars as pl
 import pytest
 
 from llama_assets.curate.clean import DedupStats, deduplicate_batch
-from llama_assets.curate.dedup_index import DedupIndex
+from llama_assets.curate.dedup_index import DedupIndex, PostgresDedupIndex
 
 
 def _text(seed: int, words: int = 200) -> str:
@@ -37,9 +38,14 @@ def _run(index, key, earlier, rows, part_rows=1000):
     return sorted(pl.concat(kept)["doc_id"].to_list()), stats
 
 
-@pytest.fixture
-def index(tmp_path):
-    return DedupIndex(tmp_path / "dedup" / "index.sqlite")
+@pytest.fixture(params=["sqlite", "postgres"])
+def index(request, tmp_path):
+    """The same index in SQLite (local root) and PostgreSQL (shared by run workers)."""
+    if request.param == "sqlite":
+        return DedupIndex(tmp_path / "dedup" / "index.sqlite")
+    return PostgresDedupIndex(
+        request.getfixturevalue("pg_url"), schema=f"t_{uuid.uuid4().hex[:12]}"
+    )
 
 
 def test_duplicates_across_batches_exactly(index) -> None:
@@ -149,10 +155,47 @@ def test_a_v1_index_is_migrated_in_place(tmp_path) -> None:
 def test_a_doc_id_is_indexed_once(index) -> None:
     import sqlite3
 
+    import psycopg2
+
     from llama_assets.curate.dedup import fingerprints
 
     hashes, sigs = fingerprints([_text(1)])
     index.replace_batch("s/b1", ["d1"], hashes, sigs)
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises((sqlite3.IntegrityError, psycopg2.IntegrityError)):
         index.replace_batch("s/b2", ["d1"], hashes, sigs)
     assert index.batch_counts() == {"s/b1": 1}  # the failed batch wrote nothing
+
+
+def test_two_batches_racing_on_the_index_are_serialised(index) -> None:
+    """Two workers deduplicating at once (threads here, pods in production): the
+    second waits for the first, so no copy survives twice and nothing is lost."""
+    import threading
+    import time
+
+    shared = {f"x{i}": _text(200 + i) for i in range(30)}
+    first = {f"a-{k}": v for k, v in shared.items()} | {"a-own": _text(300)}
+    second = {f"b-{k}": v for k, v in shared.items()} | {"b-own": _text(301)}
+    results = {}
+    slow_start = threading.Event()
+
+    def run(key, earlier, rows):
+        stats = DedupStats()
+        frame = _frame(rows)
+        parts = [frame.slice(i, 8) for i in range(0, frame.height, 8)]
+        kept = []
+        for _, part in deduplicate_batch(parts, index, key, earlier, stats):
+            kept.extend(part["doc_id"].to_list())
+            slow_start.set()
+            time.sleep(0.05)  # hold the index long enough for the other run to try
+        results[key] = sorted(kept)
+
+    a = threading.Thread(target=run, args=("s/a", [], first))
+    b = threading.Thread(target=run, args=("s/b", ["s/a"], second))
+    a.start()
+    slow_start.wait(10)
+    b.start()
+    a.join(60)
+    b.join(60)
+    assert results["s/a"] == sorted(first)
+    assert results["s/b"] == ["b-own"]
+    assert index.batch_counts() == {"s/a": len(first), "s/b": 1}

@@ -32,7 +32,7 @@ def test_bad_source_names_are_refused(tmp_path, bad):
 def test_partition_keys_map_to_scoped_paths(tmp_path):
     layout = DataLayout(tmp_path)
     assert split_batch_key("src/b1") == ("src", "b1")
-    assert layout.shards("src/b1") == tmp_path / "shards/src/b1"
-    assert layout.quarantine("src/b1") == tmp_path / "quarantine/src/b1"
+    assert layout.shards("src/b1").local == tmp_path / "shards/src/b1"
+    assert layout.quarantine("src/b1").local == tmp_path / "quarantine/src/b1"
     with pytest.raises(ValueError):
         split_batch_key("no-slash")

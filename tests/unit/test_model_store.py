@@ -1,14 +1,12 @@
-"""Base weights from an s3:// prefix, against a real S3-compatible server (moto, on loopback)."""
+"""Base weights from an s3:// prefix, against a real S3 server (SeaweedFS, on loopback)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import socket
 
-import boto3
 import pytest
 import torch
-from moto.server import ThreadedMotoServer
 
 from llama_assets.training.base_model import build_tiny_llama, load_base_model
 from llama_assets.training.pipeline import load_checkpoint, train_and_save
@@ -20,26 +18,16 @@ from tests.unit.test_training import SHORT, SMALL, synthetic_corpus
 PROBE = torch.tensor([[5, 6, 7, 8]])
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def s3(monkeypatch, tmp_path):
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+def s3(s3_env, monkeypatch, tmp_path):
+    """The test S3 server (SeaweedFS) with a bucket `weights`, and a local data root."""
     monkeypatch.setenv("LLAMA_DATA_ROOT", str(tmp_path / "data"))
-    client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}")
-    client.create_bucket(Bucket="weights")
-    yield client, server
-    server.stop()
+    client = s3_env.client()
+    with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
+        client.create_bucket(Bucket="weights")
+    yield client
+    for obj in client.list_objects_v2(Bucket="weights", Prefix="llama/").get("Contents", []):
+        client.delete_object(Bucket="weights", Key=obj["Key"])
 
 
 def upload_tiny_llama(client, tmp_path, texts) -> torch.nn.Module:
@@ -54,8 +42,10 @@ def upload_tiny_llama(client, tmp_path, texts) -> torch.nn.Module:
     return model
 
 
-def test_base_weights_load_from_s3_once_then_from_the_cache(s3, tmp_path):
-    client, server = s3
+def test_base_weights_load_from_s3_once_then_from_the_cache(s3, tmp_path, monkeypatch):
+    from llama_assets.base.store import S3Store
+
+    client = s3
     model = upload_tiny_llama(client, tmp_path, synthetic_corpus(40))
     variant = dataclasses.replace(VARIANTS["llama-3.2-1b"], dtype="float32")
 
@@ -64,11 +54,14 @@ def test_base_weights_load_from_s3_once_then_from_the_cache(s3, tmp_path):
         assert torch.equal(loaded(input_ids=PROBE).logits, model(input_ids=PROBE).logits)
     assert (tmp_path / "data/cache/models/weights/llama/tiny/.complete").is_file()
 
-    server.stop()  # the mirror is complete: no request reaches S3 again
+    def no_request(*args, **kwargs):
+        raise AssertionError("the mirror is complete: no request may reach S3 again")
+
+    monkeypatch.setattr(S3Store, "list", no_request)
+    monkeypatch.setattr(S3Store, "download", no_request)
     again, _ = load_base_model(variant, "s3://weights/llama/tiny")
     with torch.no_grad():
         assert torch.equal(again(input_ids=PROBE).logits, model(input_ids=PROBE).logits)
-    server.start()
 
 
 def test_an_empty_prefix_is_an_error_and_leaves_no_cache(s3, tmp_path):
@@ -78,7 +71,7 @@ def test_an_empty_prefix_is_an_error_and_leaves_no_cache(s3, tmp_path):
 
 
 def test_a_real_variant_fine_tunes_from_s3_weights(s3, tmp_path, monkeypatch):
-    client, _ = s3
+    client = s3
     texts = synthetic_corpus(60)
     upload_tiny_llama(client, tmp_path, texts)
     monkeypatch.setenv("LLAMA_WEIGHTS_LLAMA_3_2_1B", "s3://weights/llama/tiny")

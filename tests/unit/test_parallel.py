@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from llama_assets.base.parallel import WORKERS_ENV, cpu_workers, map_parts
-from llama_assets.base.shards import write_shards
+from llama_assets.base.shards import read_manifest, write_shards
 from llama_assets.curate.assets import validated_documents
 from llama_assets.curate.clean import fingerprint_part
 from llama_assets.tables import CORRUPT_TABLE, Table, map_table
@@ -45,7 +45,7 @@ def test_a_worker_exception_reaches_the_caller() -> None:
 
 
 def test_a_corrupt_part_read_in_a_worker_names_its_owner(table) -> None:
-    (table / "part-00003.parquet").write_bytes(b"garbage")
+    (table / read_manifest(table)["shards"][3]["file"]).write_bytes(b"garbage")
     # The reader names the owner through its definition, as the assets do.
     owned = Table(table, validated_documents.key, "src/b1")
     with pytest.raises(dg.Failure) as failure:

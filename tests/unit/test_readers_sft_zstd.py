@@ -110,8 +110,8 @@ def test_streamed_parts_bound_memory_and_match_write_shards(tmp_path) -> None:
 
 
 def test_iter_shards_detects_a_truncated_part(tmp_path) -> None:
-    write_shards(pl.DataFrame({"a": list(range(30))}), tmp_path / "t", max_rows=10)
-    part = tmp_path / "t" / "part-00001.parquet"
+    manifest = write_shards(pl.DataFrame({"a": list(range(30))}), tmp_path / "t", max_rows=10)
+    part = tmp_path / "t" / manifest["shards"][1]["file"]
     part.write_bytes(part.read_bytes()[:-20])
     with pytest.raises(RuntimeError, match="part-00001"):
         list(iter_shards(tmp_path / "t"))
