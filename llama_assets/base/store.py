@@ -635,6 +635,10 @@ class Location:
     store: Store
     key: str = ""
 
+    def __lt__(self, other: Location) -> bool:
+        # Sorted by key, as paths sort (listings, `sorted(folder.glob(...))`).
+        return self.key < other.key
+
     # names ------------------------------------------------------------------
     def __truediv__(self, part: str) -> Location:
         part = str(part).strip("/")

@@ -17,6 +17,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 from llama_assets.training.checkpointer import (
     MERGED_DIR,
     load_finetuned_tokenizer,
+    local_dir,
     verify_manifest,
 )
 from llama_assets.training.pipeline import load_checkpoint
@@ -30,8 +31,9 @@ class ModelNotServable(RuntimeError):
 def load_served_model(
     checkpoint: Path, variant: str, device: torch.device | str = "cpu"
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """(merged model in eval mode, tokenizer) of one checkpoint."""
-    checkpoint = Path(checkpoint)
+    """(merged model in eval mode, tokenizer) of one checkpoint (on an S3 data root,
+    a verified local copy of it)."""
+    checkpoint = local_dir(checkpoint) if not isinstance(checkpoint, str) else Path(checkpoint)
     if not checkpoint.is_dir():
         raise ModelNotServable(f"{checkpoint} does not exist: train the variant first")
     verify_manifest(checkpoint)

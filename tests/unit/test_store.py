@@ -153,3 +153,14 @@ def test_checksums_are_verified_by_the_server(s3_env, s3_uri):
             Bucket=store.bucket, Key=store._key("x"), Body=b"data", ChecksumSHA256=wrong
         )
     assert store.head("x") is None
+
+
+def test_glob_matches_part_by_part_and_sorts(root):
+    for key in ("reports/tiny/v2/report.json", "reports/tiny/v1/report.json",
+                "reports/tiny/v1/history/t0/report.json", "reports/tiny/v1/report.md"):  # fmt: skip
+        (root / key).write_text("{}")
+    found = sorted((root / "reports").glob("*/*/report.json"))
+    assert [f.key.removeprefix(root.key).lstrip("/") for f in found] == [
+        "reports/tiny/v1/report.json",
+        "reports/tiny/v2/report.json",
+    ]
