@@ -655,6 +655,10 @@ class Location:
         return PurePosixPath(self.key).name
 
     @property
+    def parts(self) -> tuple[str, ...]:
+        return PurePosixPath(str(self)).parts
+
+    @property
     def suffix(self) -> str:
         return PurePosixPath(self.key).suffix
 
