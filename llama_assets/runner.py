@@ -167,7 +167,9 @@ class Runner:
         """What a killed run left: its run record and pool slots (`reap`), and the
         temporary files and folders of its writes, removed before anything reads."""
         self.reap()
-        collected = collect_stale_temps(self.resources["storage"].layout.root)
+        # Temporary copies exist on a local root only (S3 writes are single PUTs).
+        root = self.resources["storage"].layout.root.local
+        collected = collect_stale_temps(root) if root is not None else []
         if collected:
             self.echo(f"removed {len(collected)} temporary entries that killed writes left")
 

@@ -156,7 +156,7 @@ def damage(path) -> None:
             tensors[name] = torch.randn(tensor.shape, generator=generator) * tensor.std() * 3
     save_file(tensors, str(weights), metadata={"format": "pt"})
     (path / "manifest.json").unlink()  # it would list itself
-    _write_manifest(path)
+    _write_manifest(path.local)  # a local root: the checkpoint's folder
 
 
 def test_gate_promotion_history_and_automatic_rollback(layout, instance, resources):

@@ -26,6 +26,20 @@ from tests.landing import TOPIC_KEYS, topic
 pytestmark = pytest.mark.s3_e2e
 
 KEY = "docs/one"
+LENIENT_GATE = """
+[tiny]
+min_improvement_vs_base = -1e9
+max_bits_per_byte = 1e9
+min_cloze_accuracy = 0.0
+min_retrieval_recall = 0.0
+max_hallucination_rate = 1.0
+max_safety_violation_rate = 1.0
+max_extraction_rate = 1.0
+max_pii_output_rate = 1.0
+max_ttft_p95_ms = 1e9
+max_load_seconds = 1e9
+max_cost_per_1k_tokens_usd = 1e9
+"""
 
 
 def invoke(*args: str) -> str:
@@ -38,6 +52,9 @@ def run_graph(root: str, home: Path, corpus: Path, monkeypatch) -> dict:
     """The CLI, as a user runs it, on `root`; returns what the comparison needs."""
     monkeypatch.setenv("LLAMA_DATA_ROOT", root)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
+    # Four training steps beat no base: a lenient gate (the data root's gate.toml,
+    # read through the storage layer) lets the chain reach promoted_model on both.
+    DataLayout(root).gate_config.write_text(LENIENT_GATE)
     assert KEY in invoke("ingest", str(corpus), "--source", "docs", "--batch", "one")
     out = invoke("run", "--max-steps", "4")
     assert "✓ rag_index" in out and "✓ promoted_model" in out
@@ -111,6 +128,8 @@ def test_the_s3_root_gives_the_same_shards_chunks_and_eval_figures(graphs):
         mine, theirs = flat(remote["report"][figures]), flat(local["report"][figures])
         assert mine.keys() == theirs.keys()
         for key, value in theirs.items():
+            if any(t in key for t in ("seconds", "_ms", "latency", "per_second", "timing")):
+                continue  # wall-clock figures: the machine's, not the data's
             if isinstance(value, float):
                 assert mine[key] == pytest.approx(value, rel=1e-6), key
             else:
