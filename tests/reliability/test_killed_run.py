@@ -14,6 +14,8 @@ import time
 
 import dagster as dg
 
+from llama_assets.base.layout import DataLayout
+from llama_assets.curate.dedup_index import DedupIndex
 from llama_assets.instance import open_instance
 from tests.landing import topic
 from tests.reliability.run_events import step_started
@@ -35,19 +37,26 @@ def test_kill_9_during_clean_shards_frees_the_dedup_slot(tmp_path, monkeypatch):
     subprocess.run([*cli, "ingest", str(docs), "--source", "src", "--batch", "b1"], env=env,
                    check=True, capture_output=True)  # fmt: skip
     open_instance().dispose()  # created before the CLI and this test read it
-    first = subprocess.Popen(
-        [*cli, "backfill", "--partitions", "src/b1"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
     monkeypatch.setenv("DAGSTER_HOME", str(home))
+    # Holding the dedup index keeps clean_shards inside its step, with its pool slot,
+    # until the kill: on 8 documents the step is over in 0.2 s, faster than a poll.
+    with DedupIndex(DataLayout(root).dedup_index.local).exclusive():
+        first = subprocess.Popen(
+            [*cli, "backfill", "--partitions", "src/b1"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        with open_instance() as instance:
+            deadline = time.monotonic() + 240
+            while not (
+                step_started(instance, "clean_shards")
+                and instance.event_log_storage.get_concurrency_info("dedup_index").claimed_slots
+            ):
+                assert first.poll() is None, first.stdout.read().decode()
+                assert time.monotonic() < deadline, "clean_shards never started"
+                time.sleep(0.2)
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
     with open_instance() as instance:
-        deadline = time.monotonic() + 240
-        while not step_started(instance, "clean_shards"):
-            assert first.poll() is None, first.stdout.read().decode()
-            assert time.monotonic() < deadline, "clean_shards never started"
-            time.sleep(0.2)
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait()
         [stuck] = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
         held = instance.event_log_storage.get_concurrency_info("dedup_index").claimed_slots
         assert [slot.run_id for slot in held] == [stuck.run_id]
