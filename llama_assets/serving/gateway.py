@@ -39,6 +39,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import BaseModel, Field, ValidationError
 
 from llama_assets.base.atomic import atomic_write_json
+from llama_assets.base.store import Location
 from llama_assets.serving.access import (
     ANONYMOUS,
     ApiKey,
@@ -76,7 +77,7 @@ STREAM_SCREEN_WINDOW = 256
 @dataclass
 class GatewayConfig:
     variant: str
-    deployment_path: Path
+    deployment_path: Location  # the routing state (`serving_deployment` writes it)
     trip_path: Path
     keys: dict[str, ApiKey] | None = None  # by sha256; None: anyone (loopback only)
     anonymous_requests_per_minute: float = 60_000.0
@@ -163,7 +164,7 @@ class GatewayState:
     launcher: BackendLauncher
     safety: Any = None
     route: RouteState = field(init=False)
-    route_mtime: int | None = -1  # never read yet
+    route_mtime: str | int | None = -1  # the state file's ETag; -1: never read yet
     urls: dict[str, str] = field(default_factory=dict)
     up: set[str] = field(default_factory=set)
     tripped: dict[str, Any] | None = None
@@ -217,7 +218,9 @@ def create_gateway_app(
     async def follow_once(client: httpx.AsyncClient) -> None:
         path = config.deployment_path
         try:
-            mtime = path.stat().st_mtime_ns if path.exists() else None
+            # The file's ETag (a local root derives it from inode, mtime and size): it
+            # changes with every atomic replace, on S3 as on a disk.
+            mtime = path.stat().etag if path.exists() else None
             if mtime != state.route_mtime:
                 route = read_state(path, variant)
                 if route.stable is None and route.canary is None and config.fallback_stable:

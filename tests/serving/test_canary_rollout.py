@@ -50,8 +50,8 @@ def rollout_root(tmp_path, model_root, versions):
     layout = DataLayout(tmp_path / "data")
     layout.models(VARIANT).mkdir(parents=True)
     for version in versions:
-        (layout.models(VARIANT) / version).symlink_to(
-            DataLayout(model_root).models(VARIANT, version)
+        (layout.models(VARIANT) / version).local.symlink_to(
+            DataLayout(model_root).models(VARIANT, version).local
         )
     promote(layout.aliases(VARIANT), versions[0], reason="test")
     nominate(layout.aliases(VARIANT), versions[1], reason="test")
