@@ -32,8 +32,8 @@ def serve_root(tmp_path, model_root, versions):
     layout.models(VARIANT).parent.mkdir(parents=True)
     layout.models(VARIANT).mkdir()
     for version in versions:
-        (layout.models(VARIANT) / version).symlink_to(
-            DataLayout(model_root).models(VARIANT, version)
+        (layout.models(VARIANT) / version).local.symlink_to(
+            DataLayout(model_root).models(VARIANT, version).local
         )
     promote(layout.aliases(VARIANT), versions[0], reason="test")
     env = {
