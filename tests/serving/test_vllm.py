@@ -97,7 +97,7 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
         )  # fmt: skip
     finally:
         torch.set_num_threads(threads)
-    return {"plain": plain.path, "full": full.path}
+    return {"plain": plain.path.local, "full": full.path.local}  # local checkpoints
 
 
 def test_export_plain_lora_as_vllm_reads_it_and_merge_modules_to_save(checkpoints, tmp_path):
