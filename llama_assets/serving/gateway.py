@@ -164,7 +164,7 @@ class GatewayState:
     launcher: BackendLauncher
     safety: Any = None
     route: RouteState = field(init=False)
-    route_mtime: str | int | None = -1  # the state file's ETag; -1: never read yet
+    route_etag: str | None | int = -1  # the state file's ETag; -1: never read yet
     urls: dict[str, str] = field(default_factory=dict)
     up: set[str] = field(default_factory=set)
     tripped: dict[str, Any] | None = None
@@ -220,12 +220,12 @@ def create_gateway_app(
         try:
             # The file's ETag (a local root derives it from inode, mtime and size): it
             # changes with every atomic replace, on S3 as on a disk.
-            mtime = path.stat().etag if path.exists() else None
-            if mtime != state.route_mtime:
+            etag = path.stat().etag if path.exists() else None
+            if etag != state.route_etag:
                 route = read_state(path, variant)
                 if route.stable is None and route.canary is None and config.fallback_stable:
                     route = RouteState(variant, stable=config.fallback_stable, reason="champion")
-                state.route, state.route_mtime = route, mtime  # one assignment: atomic switch
+                state.route, state.route_etag = route, etag  # one assignment: atomic switch
                 if state.tripped and state.tripped.get("version") != route.canary:
                     state.tripped = None  # that canary is gone; a new one starts untripped
                     state.canary_errors.clear()
