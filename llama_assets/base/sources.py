@@ -17,6 +17,7 @@ these per source in ``<data root>/sources.toml`` (or the file that
     review_cap = 20                 # at most 20 documents a batch held for a person
     drift_baseline = "rolling"      # earlier batches of the source, pooled
     drift_window = 5                # ... only the last 5 (0 = all of them)
+    part_rows = 1000                # records per part (very long documents)
 
     [sources.curated]
     drift_baseline = "pinned"       # always compare with one batch:
@@ -37,6 +38,7 @@ import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+from llama_assets.base.shards import DEFAULT_MAX_ROWS
 from llama_assets.base.store import Location
 
 DEFAULT_MAX_REJECT_RATE = 0.01
@@ -80,6 +82,9 @@ class SourcePolicy:
     """Rolling baseline: only the last N earlier batches (0 = every earlier batch)."""
     drift_baseline_batch: str = ""
     """Pinned baseline: the batch to compare with (empty = the source's first batch)."""
+    part_rows: int = DEFAULT_MAX_ROWS
+    """Records per part of the batch's tables up to its clean shards: each stage holds
+    a few parts at once, so lower it for a source of very long documents."""
 
     @property
     def declared_language(self) -> str:
@@ -127,20 +132,16 @@ def _overrides(table: object, where: str) -> dict:
             if not isinstance(table[key], bool):
                 raise SourcesConfigError(f"{where}.{key} must be true or false")
             out[key] = table[key]
-    if "review_cap" in table:
-        cap = table["review_cap"]
-        if not isinstance(cap, int) or isinstance(cap, bool) or cap < 0:
-            raise SourcesConfigError(f"{where}.review_cap must be an integer >= 0")
-        out["review_cap"] = cap
+    for key, low in (("review_cap", 0), ("part_rows", 1), ("drift_window", 0)):
+        if key in table:
+            value = table[key]
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise SourcesConfigError(f"{where}.{key} must be an integer >= {low}")
+            out[key] = value
     if "drift_baseline" in table:
         if table["drift_baseline"] not in DRIFT_BASELINES:
             raise SourcesConfigError(f"{where}.drift_baseline must be one of {DRIFT_BASELINES}")
         out["drift_baseline"] = table["drift_baseline"]
-    if "drift_window" in table:
-        window = table["drift_window"]
-        if not isinstance(window, int) or isinstance(window, bool) or window < 0:
-            raise SourcesConfigError(f"{where}.drift_window must be an integer >= 0")
-        out["drift_window"] = window
     if "drift_baseline_batch" in table:
         if not isinstance(table["drift_baseline_batch"], str):
             raise SourcesConfigError(f"{where}.drift_baseline_batch must be a batch name")

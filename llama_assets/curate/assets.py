@@ -115,7 +115,7 @@ def validated_documents(
     raw_rows = 0
     # Part by part, in worker processes: memory is bounded by a few parts.
     raw = staged(layout, raw_documents.key, key)
-    with ShardWriter(out) as writer:
+    with ShardWriter(out, max_rows=source_rules.part_rows) as writer:
         for outcome in map_table(raw, validate_documents, policy, decisions):
             review.extend(outcome.review)
             raw_rows += outcome.rows
@@ -377,12 +377,13 @@ def _deduplicate(layout, key, index, earlier, later, out, log=lambda line: None)
     """The batch's survivors written to `out`, part by part against the persistent
     index: memory is bounded by a few parts. MinHash runs in worker processes."""
     source, batch = split_batch_key(key)
+    part_rows = source_policy(source, sources_file(layout.sources_config)).part_rows
     started = time.perf_counter()
     stats = DedupStats()
     removed: list[Reject] = []
     parts = map_table(staged(layout, validated_documents.key, key), fingerprint_part)
     uses: Counter[str] = Counter()
-    with ShardWriter(out) as writer:
+    with ShardWriter(out, max_rows=part_rows) as writer:
         seen = 0
         for part, kept in deduplicate_batch(parts, index, key, earlier, stats, later):
             before = len(stats.decisions) - (part.height - kept.height)

@@ -54,12 +54,16 @@ def raw_documents(context: dg.AssetExecutionContext, storage: LocalDataRoot):
     fingerprint = landing_fingerprint(landing)
     out = staged(layout, raw_documents.key, key).path
     # The readers take local files: the batch itself, or a download of it from S3.
-    with local_copy(landing) as folder, ShardWriter(out, schema=RAW_SCHEMA) as writer:
+    with (
+        local_copy(landing) as folder,
+        ShardWriter(out, schema=RAW_SCHEMA, max_rows=policy.part_rows) as writer,
+    ):
         loaded = stream_batch(
             folder,
             source,
             batch,
             writer.write,
+            part_rows=policy.part_rows,
             spool_dir=layout.scratch,
             on_part=lambda so_far: context.log.info(
                 f"read {so_far.rows:,} records in {so_far.parts} part(s), "

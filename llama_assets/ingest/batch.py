@@ -1,8 +1,9 @@
 """Layer 1 over a landing batch: read every file, check every record's schema.
 
-The batch is streamed: documents are gathered into parts of `PART_ROWS`,
-each part is schema-checked and handed to a sink (the shard writer) before
-the next is read, so memory is bounded by one part however large the batch.
+The batch is streamed: documents are gathered into parts (the source's
+`part_rows`, 10,000 by default), each part is schema-checked and handed to a
+sink (the shard writer) before the next is read, so memory is bounded by one
+part however large the batch.
 """
 
 from __future__ import annotations
@@ -14,11 +15,9 @@ from pathlib import Path
 import polars as pl
 
 from llama_assets.base.rejects import Reject
+from llama_assets.base.shards import DEFAULT_MAX_ROWS
 from llama_assets.ingest.readers import Document, iter_batch
 from llama_assets.ingest.schema import RawDocuments, documents_frame, split_schema_failures
-
-PART_ROWS = 10_000
-"""Documents per streamed part: ~10-50 MB of text at typical sizes."""
 
 
 @dataclass
@@ -34,7 +33,7 @@ def stream_batch(
     source: str,
     batch: str,
     sink: Callable[[pl.DataFrame], None],
-    part_rows: int = PART_ROWS,
+    part_rows: int = DEFAULT_MAX_ROWS,
     spool_dir: Path | None = None,
     on_part: Callable[[LoadedBatch], None] | None = None,
 ) -> LoadedBatch:

@@ -5,7 +5,7 @@ One data root is killed once in each stage, in graph order (reading,
 validation, dedup and shard write, chunking, embedding, index upsert,
 training, eval, promotion). Each kill follows an event the run itself logs,
 never a sleep: the step's start in the event log, or a line the step logs from
-inside its work (dedup writes its shard set part by part after the line;
+inside its work (dedup logs after each part it writes, a document a part here;
 training logs before its loop). Where the kill landed is read back from the
 killed run's event log. A second root runs the batches uninterrupted, as the
 reference. Each later `run` also proves the dead run's pool slot came back.
@@ -41,7 +41,9 @@ KILLS = [
     # (step, None: at its start in the event log | a line the step logs while it works)
     ("raw_documents", None),
     ("validated_documents", None),
-    ("clean_shards", "deduplicated"),  # a part is in the staged shard set and the index
+    # The first of the batch's parts is in the staged shard set and the index; the
+    # rest are still to write (a part a document, see PARTS).
+    ("clean_shards", "deduplicated 1 documents,"),
     ("chunks", None),
     ("embeddings", None),
     ("rag_index", None),
@@ -49,6 +51,11 @@ KILLS = [
     ("eval_report", None),
     ("promoted_model", None),
 ]
+
+
+PARTS = "[sources.docs]\npart_rows = 1\n"
+"""A part a document: a stage works part by part, so a kill after its first part's
+line lands with the other parts still to write, however fast the machine."""
 
 
 def _env(root: Path) -> dict:
@@ -107,6 +114,7 @@ def test_kill_9_in_every_stage_then_run_completes_with_nothing_lost_or_doubled(
     reference, crashed = tmp_path / "reference", tmp_path / "crashed"
     for root in (reference, crashed):
         lenient_gate(root / "data")  # 6 training steps: the chain must reach promoted_model
+        (root / "data" / "sources.toml").write_text(PARTS)
         _land(tmp_path / root.name, _env(root))
     env = _env(crashed)
     monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
@@ -134,6 +142,7 @@ def test_kill_9_in_every_stage_then_run_completes_with_nothing_lost_or_doubled(
     # Each kill landed inside a step, and in most stages inside the very step it
     # aimed at (a step shorter than the poll may have ended just before the kill).
     assert all(landed.values()), landed
+    assert landed["clean_shards"] == ["clean_shards"], landed  # mid shard set
     assert sum(step in flight for step, flight in landed.items()) >= 7, landed
 
     final = _run(env, "run", *TRAIN)

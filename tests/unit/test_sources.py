@@ -40,6 +40,8 @@ def test_file_precedence(tmp_path) -> None:
         '[sources.web]\nlanguage = "English"\n',
         '[sources.web]\nuse_for_training = "no"\n',
         "[sources.web]\nreview_cap = -1\n",
+        "[sources.web]\npart_rows = 0\n",
+        "[sources.web]\ndrift_window = true\n",
     ],
 )
 def test_bad_file_is_an_error(tmp_path, text) -> None:
@@ -66,3 +68,10 @@ def test_language_uses_and_review_cap(tmp_path) -> None:
     assert crawl.use_for_index
     assert (private.declared_language, private.use_for_index) == ("de", False)
     assert private.use_for_training and private.review_cap == 50
+
+
+def test_part_rows_per_source(tmp_path) -> None:
+    path = tmp_path / "sources.toml"
+    path.write_text("[sources.long]\npart_rows = 100\n")
+    assert source_policy("long", path).part_rows == 100
+    assert source_policy("other", path).part_rows == 10_000
