@@ -120,87 +120,67 @@ def evaluate_version(
     log: Callable[[str], None] = lambda message: None,
 ) -> EvalOutcome:
     with cpu_threads(device, settings.cpu_threads):
-        return _evaluate_version(
-            layout, variant, version, device, device_description, chunks_table, embedder,
-            validation, train_texts, data_version, settings, log,
-        )  # fmt: skip
+        # A verified local copy on an S3 root (the checkpoint itself on a local one).
+        checkpoint = local_dir(layout.models(variant.name, version))
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        log(f"eval {variant.name}/{version}: loading the served model")
+        served, tokenizer, load_seconds = load_served_model(variant, checkpoint, device)
+        state = read_trainer_state(checkpoint)  # verified with the rest of the checkpoint
+        base = load_checkpoint_base(variant, checkpoint, device)
 
+        log("eval: retrieval")
+        started = time.perf_counter()
+        retrieval_figures, golden_errors = evaluate_index(
+            chunks_table, embedder, layout.retrieval_golden_set, settings.retrieval_queries
+        )
+        retrieval_seconds = round(time.perf_counter() - started, 2)
 
-def _evaluate_version(
-    layout: DataLayout,
-    variant: ModelVariant,
-    version: str,
-    device: torch.device,
-    device_description: str,
-    chunks_table: object,
-    embedder: object,
-    validation: pl.DataFrame,
-    train_texts: list[str],
-    data_version: str,
-    settings: EvalSettings,
-    log: Callable[[str], None],
-) -> EvalOutcome:
-    # A verified local copy on an S3 root (the checkpoint itself on a local one).
-    checkpoint = local_dir(layout.models(variant.name, version))
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    log(f"eval {variant.name}/{version}: loading the served model")
-    served, tokenizer, load_seconds = load_served_model(variant, checkpoint, device)
-    state = read_trainer_state(checkpoint)  # verified with the rest of the checkpoint
-    base = load_checkpoint_base(variant, checkpoint, device)
+        def hybrid(texts: list[str], k: int) -> list[list[dict]]:
+            return search(chunks_table, embedder.encode, texts, k, "hybrid")
 
-    log("eval: retrieval")
-    started = time.perf_counter()
-    retrieval_figures, golden_errors = evaluate_index(
-        chunks_table, embedder, layout.retrieval_golden_set, settings.retrieval_queries
-    )
-    retrieval_seconds = round(time.perf_counter() - started, 2)
-
-    def hybrid(texts: list[str], k: int) -> list[list[dict]]:
-        return search(chunks_table, embedder.encode, texts, k, "hybrid")
-
-    qa_golden, qa_errors = read_qa_golden(local_file(layout.qa_golden_set))
-    pairs = list(zip(validation["doc_id"].to_list(), validation["text"].to_list(), strict=True))
-    inputs = EvalInputs(
-        base=base,
-        finetuned=served,
-        tokenizer=tokenizer,
-        device=device,
-        window=int(state["config"]["seq_len"]),
-        validation=sorted(pairs),
-        train_texts=train_texts,
-        search=hybrid,
-        work_dir=layout.eval_scratch(variant.name, version),
-        qa_golden=qa_golden,
-        lm_eval_include=[local_folder(layout.lm_eval_tasks)],
-        load_seconds=load_seconds,
-        log=log,
-    )
-    started = time.perf_counter()
-    sections = run_suite(inputs, settings)
-    sections["timings"]["retrieval"] = retrieval_seconds
-    report = {
-        "variant": variant.name,
-        "version": version,
-        "data_version": data_version,
-        "device": device_description,
-        "evaluated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        **sections,
-        "retrieval": retrieval_figures,
-        "qa_golden_errors": len(qa_errors),
-        "training": {k: state[k] for k in ("steps", "tokens_seen", "seconds")}
-        | {"final_loss": state["losses"][-1]},
-        "settings": {k: v for k, v in vars(settings).items() if k != "lm_eval_tasks"}
-        | {"lm_eval_tasks": list(settings.lm_eval_tasks)},
-    }
-    report["timings"]["suite"] = round(time.perf_counter() - started, 2)
-    outcomes = evaluate_gate(
-        report,
-        reference_report(layout, variant.name, version),
-        gate_config(variant.name, local_file(layout.gate_config)),
-    )
-    report["gate"] = gate_summary(outcomes)
-    return write_report(layout, report, golden_errors + qa_errors)
+        qa_golden, qa_errors = read_qa_golden(local_file(layout.qa_golden_set))
+        pairs = list(zip(validation["doc_id"].to_list(), validation["text"].to_list(), strict=True))
+        inputs = EvalInputs(
+            base=base,
+            finetuned=served,
+            tokenizer=tokenizer,
+            device=device,
+            window=int(state["config"]["seq_len"]),
+            validation=sorted(pairs),
+            train_texts=train_texts,
+            search=hybrid,
+            work_dir=layout.eval_scratch(variant.name, version),
+            qa_golden=qa_golden,
+            lm_eval_include=[local_folder(layout.lm_eval_tasks)],
+            load_seconds=load_seconds,
+            log=log,
+        )
+        started = time.perf_counter()
+        sections = run_suite(inputs, settings)
+        sections["timings"]["retrieval"] = retrieval_seconds
+        report = {
+            "variant": variant.name,
+            "version": version,
+            "data_version": data_version,
+            "device": device_description,
+            "evaluated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            **sections,
+            "retrieval": retrieval_figures,
+            "qa_golden_errors": len(qa_errors),
+            "training": {k: state[k] for k in ("steps", "tokens_seen", "seconds")}
+            | {"final_loss": state["losses"][-1]},
+            "settings": {k: v for k, v in vars(settings).items() if k != "lm_eval_tasks"}
+            | {"lm_eval_tasks": list(settings.lm_eval_tasks)},
+        }
+        report["timings"]["suite"] = round(time.perf_counter() - started, 2)
+        outcomes = evaluate_gate(
+            report,
+            reference_report(layout, variant.name, version),
+            gate_config(variant.name, local_file(layout.gate_config)),
+        )
+        report["gate"] = gate_summary(outcomes)
+        return write_report(layout, report, golden_errors + qa_errors)
 
 
 def write_report(layout: DataLayout, report: dict, errors: list[str]) -> EvalOutcome:

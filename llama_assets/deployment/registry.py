@@ -78,8 +78,8 @@ def update_aliases(path: Location | Path, change: Callable[[dict], dict | None])
     raise AliasContentionError(f"{path}: {MAX_ATTEMPTS} moves in a row lost to other writers")
 
 
-def moved(aliases: dict, version: str, action: str, reason: str) -> dict:
-    """`aliases` with the champion moved to `version`, the move appended to history."""
+def _record(aliases: dict, version: str, action: str, reason: str) -> None:
+    """Append a move to the history (made before the move: `previous` is the champion)."""
     aliases["history"].append(
         {
             "version": version,
@@ -89,6 +89,11 @@ def moved(aliases: dict, version: str, action: str, reason: str) -> dict:
             "at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
     )
+
+
+def moved(aliases: dict, version: str, action: str, reason: str) -> dict:
+    """`aliases` with the champion moved to `version`, the move appended to history."""
+    _record(aliases, version, action, reason)
     aliases["champion"] = version
     if aliases.get("candidate") == version:
         aliases["candidate"] = None
@@ -115,15 +120,7 @@ def nominate(path: Location | Path, version: str, reason: str) -> dict:
 
 def candidate_moved(aliases: dict, version: str, reason: str) -> dict:
     """`aliases` with `version` as the release candidate, the move appended to history."""
-    aliases["history"].append(
-        {
-            "version": version,
-            "action": "candidate",
-            "reason": reason,
-            "previous": aliases["champion"],
-            "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-    )
+    _record(aliases, version, "candidate", reason)
     aliases["candidate"] = version
     return aliases
 
@@ -149,15 +146,7 @@ def withdraw(path: Location | Path, version: str, reason: str) -> dict:
     def withdrawn(aliases: dict) -> dict | None:
         if aliases.get("candidate") != version:
             return None
-        aliases["history"].append(
-            {
-                "version": version,
-                "action": "withdraw",
-                "reason": reason,
-                "previous": aliases["champion"],
-                "at": datetime.now(UTC).isoformat(timespec="seconds"),
-            }
-        )
+        _record(aliases, version, "withdraw", reason)
         aliases["candidate"] = None
         return aliases
 
