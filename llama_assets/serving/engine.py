@@ -4,11 +4,14 @@ Requests are queued by the web handlers; the loop thread takes what is waiting
 (up to `max_batch_size`, waiting at most `batch_wait_s` after the first for
 others to arrive), prefills them as one left-padded batch and decodes them
 step by step with the KV cache, handing each new piece of text back to its
-request as it is produced (streaming). A sequence leaves the batch at its end
-(eos, a stop string, max_tokens, or its client gone); the batch ends when all
-have. This is dynamic (request-level) batching, as TGI did before continuous
-batching; decode steps of a batch of 8 cost about what one costs on a CPU, so
-throughput grows with concurrency.
+request as it is produced (streaming). Batching is continuous, as in vLLM and
+TGI: between two decode steps, requests that arrived meanwhile are prefilled
+and join the running batch (their KV cache left-padded to its length), and a
+sequence leaves it at its end (eos, a stop string, max_tokens, or its client
+gone). A request never waits for a whole batch to end, so arrivals that are a
+few milliseconds apart (clients behind a gateway, real traffic) still share
+decode steps; decode steps of a batch of 8 cost about what one costs on a CPU,
+so throughput grows with concurrency.
 
 The loop reports a heartbeat on every step, which the liveness and readiness
 probes read, and records vLLM's request-level timings (queue, first token,
@@ -156,24 +159,29 @@ class BatchingEngine:
 
     def _loop(self) -> None:
         try:
+            running: _Batch | None = None
             while not self._stop.is_set():
                 self.heartbeat = time.monotonic()
-                batch = self._collect()
-                if not batch:
-                    continue
-                self._running = len(batch)
-                self.observer.on_queue(self.waiting, self._running)
-                self.observer.on_batch(len(batch))
+                if running is None:
+                    arrived = self._collect()  # waits (briefly) for the first request
+                else:
+                    arrived = self._waiting(self.max_batch_size - len(running.seqs))
                 try:
-                    self._generate(batch)
+                    if arrived:
+                        joined = self._prefill(arrived)
+                        running = joined if running is None else running.merge(joined)
+                        self.observer.on_batch(len(running.seqs))
+                    if running is not None:
+                        running = self._step(running)
                 except Exception as exc:  # a failed batch fails its requests, not the loop
-                    log.exception("batch of %d failed", len(batch))
-                    for seq in batch:
+                    failed = (running.seqs if running is not None else []) + arrived
+                    log.exception("batch of %d failed", len(failed))
+                    for seq in failed:
                         seq.error = f"{type(exc).__name__}: {exc}"
                         self._finish(seq, FINISH_ERROR)
-                self._running = 0
-                self.batches += 1
-                self.observer.on_queue(self.waiting, 0)
+                    running = None
+                self._running = len(running.seqs) if running is not None else 0
+                self.observer.on_queue(self.waiting, self._running)
         except BaseException as exc:  # pragma: no cover - the probes report it
             self.error = exc
             raise
@@ -195,8 +203,21 @@ class BatchingEngine:
                 )
             except queue.Empty:
                 break
+        return self._live(batch)
+
+    def _waiting(self, room: int) -> list[Sequence]:
+        """What arrived while a batch runs, up to `room` sequences (never waits)."""
+        arrived: list[Sequence] = []
+        while len(arrived) < room:
+            try:
+                arrived.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return self._live(arrived)
+
+    def _live(self, seqs: list[Sequence]) -> list[Sequence]:
         live = []
-        for seq in batch:
+        for seq in seqs:
             if seq.cancelled:
                 self._finish(seq, FINISH_ABORT)
             else:
@@ -204,53 +225,56 @@ class BatchingEngine:
         return live
 
     @torch.inference_mode()
-    def _generate(self, batch: list[Sequence]) -> None:
+    def _prefill(self, seqs: list[Sequence]) -> _Batch:
+        """One forward pass over the prompts (left-padded): their KV cache and the
+        logits of their first token."""
         now = time.perf_counter()
-        for seq in batch:
+        for seq in seqs:
             seq.scheduled = now
-        width = max(len(s.prompt_ids) for s in batch)
-        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, seq in enumerate(batch):
+        width = max(len(s.prompt_ids) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for row, seq in enumerate(seqs):
             n = len(seq.prompt_ids)
             ids[row, width - n :] = torch.tensor(seq.prompt_ids)
             mask[row, width - n :] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-        past = out.past_key_values
-        logits = out.logits[:, -1, :]
-        active = list(range(len(batch)))
-        for _ in range(max(s.params.max_tokens for s in batch)):
-            self.heartbeat = time.monotonic()
-            next_ids = self._sample(logits, batch)
-            now = time.perf_counter()
-            for row in list(active):
-                seq = batch[row]
-                if seq.cancelled:
-                    self._finish(seq, FINISH_ABORT)
-                    active.remove(row)
-                    continue
-                self._append(seq, int(next_ids[row]), now)
-                if seq.finish_reason is not None:
-                    active.remove(row)
-            if not active:
-                break
-            mask = torch.cat(
-                [mask, torch.ones((len(batch), 1), dtype=mask.dtype, device=mask.device)], 1
-            )
-            positions = positions[:, -1:] + 1
-            out = self.model(
-                input_ids=next_ids.unsqueeze(1).to(self.device),
-                attention_mask=mask,
-                position_ids=positions,
-                past_key_values=past,
-                use_cache=True,
-            )
-            past = out.past_key_values
-            logits = out.logits[:, -1, :]
-        for row in active:  # every sequence has ended by now; this guards max_tokens rounding
-            self._finish(batch[row], FINISH_LENGTH)
+        self.batches += 1  # admissions: a batch started, or requests that joined one
+        return _Batch(
+            list(seqs), out.past_key_values, mask, positions[:, -1:], out.logits[:, -1, :]
+        )
+
+    @torch.inference_mode()
+    def _step(self, batch: _Batch) -> _Batch | None:
+        """Sample a token for every sequence, let the finished ones leave, and run one
+        decode step for the rest; None when none is left."""
+        next_ids = self._sample(batch.logits, batch.seqs)
+        now = time.perf_counter()
+        keep = []
+        for row, seq in enumerate(batch.seqs):
+            if seq.cancelled:
+                self._finish(seq, FINISH_ABORT)
+                continue
+            self._append(seq, int(next_ids[row]), now)
+            if seq.finish_reason is None:
+                keep.append(row)
+        if not keep:
+            return None
+        if len(keep) < len(batch.seqs):
+            batch = batch.select(keep)
+            next_ids = next_ids[keep]
+        mask = torch.cat([batch.mask, batch.mask.new_ones((len(keep), 1))], 1)
+        positions = batch.positions + 1
+        out = self.model(
+            input_ids=next_ids.unsqueeze(1).to(self.device),
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=batch.past,
+            use_cache=True,
+        )
+        return _Batch(batch.seqs, out.past_key_values, mask, positions, out.logits[:, -1, :])
 
     def _sample(self, logits: torch.Tensor, batch: list[Sequence]) -> torch.Tensor:
         logits = logits.float().cpu()
@@ -308,6 +332,56 @@ class BatchingEngine:
         seq.sent_chars = len(seq.text)
         self.observer.on_finished(seq)
         seq.emit(rest, reason)
+
+
+@dataclass
+class _Batch:
+    """The sequences decoding together: their KV cache (one row each, left-padded to a
+    common length), attention mask, last positions and the logits of their next token."""
+
+    seqs: list[Sequence]
+    past: object  # transformers' DynamicCache
+    mask: torch.Tensor
+    positions: torch.Tensor
+    logits: torch.Tensor
+
+    def select(self, rows: list[int]) -> _Batch:
+        """Only these rows; columns that are padding in every remaining row are dropped."""
+        index = torch.tensor(rows, device=self.mask.device)
+        mask = self.mask[index]
+        start = int((mask.sum(0) > 0).nonzero()[0])
+        for layer in self.past.layers:
+            layer.keys = layer.keys[index, :, start:]
+            layer.values = layer.values[index, :, start:]
+        seqs = [self.seqs[r] for r in rows]
+        return _Batch(seqs, self.past, mask[:, start:], self.positions[index], self.logits[index])
+
+    def merge(self, other: _Batch) -> _Batch:
+        """Both batches as one: the shorter one's cache and mask left-padded."""
+        width = max(self.mask.shape[1], other.mask.shape[1])
+        for mine, theirs in zip(self.past.layers, other.past.layers, strict=True):
+            mine.keys = torch.cat([_left_pad(mine.keys, width), _left_pad(theirs.keys, width)])
+            mine.values = torch.cat(
+                [_left_pad(mine.values, width), _left_pad(theirs.values, width)]
+            )
+        return _Batch(
+            self.seqs + other.seqs,
+            self.past,
+            torch.cat([_left_pad(self.mask, width, -1), _left_pad(other.mask, width, -1)]),
+            torch.cat([self.positions, other.positions]),
+            torch.cat([self.logits, other.logits]),
+        )
+
+
+def _left_pad(t: torch.Tensor, width: int, dim: int = -2) -> torch.Tensor:
+    """`t` with zeros before its entries along `dim` up to `width` (a KV cache's
+    sequence axis is -2; a mask's is -1). Masked out, so their values never count."""
+    missing = width - t.shape[dim]
+    if missing == 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = missing
+    return torch.cat([t.new_zeros(shape), t], dim)
 
 
 def _eos_ids(model, tokenizer) -> tuple[int, ...]:
