@@ -87,7 +87,10 @@ class GatewayConfig:
     retry_jitter_s: tuple[float, float] = (0.02, 0.1)
     trip_errors: int = 5  # 5xx of the canary within trip_window_s that set it to 0%
     trip_window_s: float = 10.0
-    poll_interval_s: float = 0.25  # routing state and backend probes
+    poll_interval_s: float = 0.25  # the routing state's ETag
+    # Backend probes: this often, and at once when the backends change or none is ready.
+    # A backend that refuses a connection between probes is taken out at once.
+    probe_interval_s: float = 1.0
     sample_capacity: int = 50_000
     # The version to serve while no routing state exists yet (the champion alias).
     fallback_stable: str | None = None
@@ -172,6 +175,7 @@ class GatewayState:
     canary_errors: collections.deque = field(default_factory=collections.deque)
     ready: bool = False
     follow_error: str | None = None
+    probed: tuple[dict[str, str], float] = ({}, float("-inf"))  # the URLs probed, and when
 
     def __post_init__(self) -> None:
         self.route = RouteState(variant=self.config.variant)
@@ -248,10 +252,15 @@ def create_gateway_app(
         except (OSError, ValueError) as exc:  # a bad file keeps the last good route
             state.follow_error = f"{type(exc).__name__}: {exc}"
             log.warning("cannot follow the routing state", extra={"error": state.follow_error})
-        results = await asyncio.gather(
-            *(probe(client, url) for url in state.urls.values()), return_exceptions=True
-        )
-        state.up = {v for v, ok in zip(state.urls, results, strict=True) if ok is True}
+        urls, probed_at = state.probed
+        now = time.monotonic()
+        if urls != state.urls or not state.ready or now - probed_at >= config.probe_interval_s:
+            urls = dict(state.urls)
+            results = await asyncio.gather(
+                *(probe(client, url) for url in urls.values()), return_exceptions=True
+            )
+            state.up = {v for v, ok in zip(urls, results, strict=True) if ok is True}
+            state.probed = urls, now
         route = state.route
         for version in state.urls:
             metrics.backend_up.labels(variant, version).set(1 if version in state.up else 0)
@@ -525,6 +534,8 @@ def create_gateway_app(
             request = client.build_request("POST", url + path, json=body, headers=headers)
             response = await client.send(request, stream=stream)
         except RETRYABLE_ERRORS as exc:
+            if isinstance(exc, httpx.ConnectError):
+                state.up.discard(version)  # down until its next probe answers
             return Attempt(version, role, error=type(exc).__name__)
         except httpx.HTTPError as exc:
             return Attempt(version, role, error=f"{type(exc).__name__}!")
