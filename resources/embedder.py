@@ -19,7 +19,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
-from resources.device import pick_device
+from resources.device import pick_device, size_cpu_threads
 from resources.model_store import local_model_dir
 
 # Texts per ``encode`` call in ``encode_sorted``: large enough for the library
@@ -108,7 +108,10 @@ class EmbedderResource(dg.ConfigurableResource):
         library sorts all texts by length for throughput)."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        vectors = self._model().encode(
+        model = self._model()
+        if model.device.type == "cpu":
+            size_cpu_threads()  # OpenMP threads spinning against other load are slower
+        vectors = model.encode(
             texts,
             batch_size=self.batch_size,
             normalize_embeddings=True,
