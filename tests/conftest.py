@@ -17,6 +17,25 @@ from resources.vector_store import LanceDBResource
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_embedding_cache(tmp_path_factory):
+    """One embedding cache for every data root of the session (LLAMA_EMBEDDING_CACHE,
+    inherited by the CLI, daemon and webserver processes the tests start): the same
+    chunk texts recur across tests, and MiniLM embeds about 10 chunks a second on
+    this CPU. A test that counts what is embedded, or must catch the embedding step
+    at work, removes the variable to get its root's own, cold cache."""
+    path = tmp_path_factory.mktemp("embedding-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LLAMA_EMBEDDING_CACHE", str(path))
+        yield path
+
+
+@pytest.fixture
+def own_embedding_cache(monkeypatch):
+    """This test's data roots keep their own embedding cache (see above)."""
+    monkeypatch.delenv("LLAMA_EMBEDDING_CACHE", raising=False)
+
+
 @pytest.fixture
 def layout(tmp_path: Path) -> DataLayout:
     return DataLayout(tmp_path / "data")
@@ -58,6 +77,7 @@ def s3_env(s3_server, monkeypatch, tmp_path):
     """The AWS_* variables of the test server, and a cache folder of this test's own."""
     for name, value in s3_server.env.items():
         monkeypatch.setenv(name, value)
+    monkeypatch.delenv("LLAMA_EMBEDDING_CACHE")  # the root's own, on S3
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
     monkeypatch.setenv("LLAMA_CACHE_DIR", str(tmp_path / "cache"))
     return s3_server

@@ -13,7 +13,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from llama_assets.base.store import Location, default_cache_root, open_root
+from llama_assets.base.settings import embedding_cache_dir
+from llama_assets.base.store import Location, as_location, default_cache_root, open_root
 
 # A source or batch name is one path segment of safe ASCII characters; the
 # partition key joins them as ``<source>/<batch>``. Matched with fullmatch: a
@@ -137,8 +138,11 @@ class DataLayout:
 
     @property
     def embedding_cache(self) -> Location:
-        """LanceDB database of cached embeddings, one table per model fingerprint."""
-        return self.root / "cache" / "embeddings"
+        """LanceDB database of cached embeddings, one table per model fingerprint:
+        ``<root>/cache/embeddings``, or the folder ``LLAMA_EMBEDDING_CACHE`` names
+        (one cache shared by several data roots)."""
+        shared = embedding_cache_dir()
+        return as_location(shared) if shared else self.root / "cache" / "embeddings"
 
     @property
     def model_cache(self) -> Location:

@@ -27,6 +27,18 @@ def data_root() -> str:
     return str(Path(value).expanduser().resolve() if value else PROJECT_ROOT / "data")
 
 
+def embedding_cache_dir() -> str:
+    """``LLAMA_EMBEDDING_CACHE``: a folder (or ``s3://`` prefix) for the embedding
+    cache shared by several data roots (a staging and a production root, a team's
+    development roots); empty: each root keeps its own under ``cache/embeddings``.
+    Entries are keyed by the model's fingerprint and the text's sha256, so roots
+    that share it never mix models or texts."""
+    value = os.environ.get("LLAMA_EMBEDDING_CACHE", "").strip()
+    if not value or value.startswith("s3://"):
+        return value.rstrip("/")
+    return str(Path(value).expanduser().resolve())
+
+
 def dagster_home() -> Path:
     """``DAGSTER_HOME``, or ``.dagster_home/`` inside the checkout (git-ignored)."""
     value = os.environ.get("DAGSTER_HOME", "").strip()

@@ -32,7 +32,9 @@ def chunk_texts(layout, key) -> set[str]:
     return set(pl.read_parquet(part(layout.staging("chunks", key)))["text"])
 
 
-def test_only_changed_chunks_are_embedded_and_nothing_stale_survives(layout, instance, resources):
+def test_only_changed_chunks_are_embedded_and_nothing_stale_survives(
+    layout, instance, resources, own_embedding_cache
+):
     key = "docs/b1"
     files = {f"t{i}.txt": topic(i) for i in range(6)}
     land(layout, key, files)

@@ -39,7 +39,9 @@ def _interrupt_when(env, args, instance, ready, sig) -> str:
     return out
 
 
-def test_sigterm_and_ctrl_c_stop_the_run_and_the_next_run_resumes(tmp_path, monkeypatch):
+def test_sigterm_and_ctrl_c_stop_the_run_and_the_next_run_resumes(
+    tmp_path, monkeypatch, own_embedding_cache
+):
     data, home = tmp_path / "data", tmp_path / "home"
     env = {**os.environ, "LLAMA_DATA_ROOT": str(data), "DAGSTER_HOME": str(home)}
     monkeypatch.setenv("DAGSTER_HOME", str(home))

@@ -104,6 +104,7 @@ def graphs(tmp_path_factory, s3_server, pg_url):
             monkeypatch.setenv(name, value)
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")
         monkeypatch.setenv("LLAMA_CACHE_DIR", str(tmp / "cache"))
+        monkeypatch.delenv("LLAMA_EMBEDDING_CACHE")  # each root's own: the S3 one on S3
         local = run_graph(str(tmp / "local"), tmp / "home-local", corpus, monkeypatch)
         # Run workers on S3 share no disk: the dedup index lives in PostgreSQL.
         monkeypatch.setenv("LLAMA_DEDUP_INDEX_URL", pg_url)

@@ -155,3 +155,24 @@ def test_embedding_cache_embeds_each_text_once_per_model(tmp_path):
 
     other_model = embed_with_cache(["x"], EmbeddingCache(tmp_path / "cache", "model-b", 8), encode)
     assert other_model.embedded == 1
+
+
+def test_data_roots_share_the_embedding_cache_that_llama_embedding_cache_names(
+    tmp_path, monkeypatch
+):
+    from llama_assets.base.layout import DataLayout
+
+    monkeypatch.delenv("LLAMA_EMBEDDING_CACHE", raising=False)
+    assert DataLayout(tmp_path / "a").embedding_cache.local == tmp_path / "a/cache/embeddings"
+    monkeypatch.setenv("LLAMA_EMBEDDING_CACHE", str(tmp_path / "shared"))
+    a, b = DataLayout(tmp_path / "a"), DataLayout(tmp_path / "b")
+    assert a.embedding_cache.local == b.embedding_cache.local == tmp_path / "shared"
+    calls = []
+
+    def encode(texts):
+        calls.append(texts)
+        return np.ones((len(texts), 8), np.float32)
+
+    embed_with_cache(["x"], EmbeddingCache(a.embedding_cache, "model-a", 8), encode)
+    again = embed_with_cache(["x"], EmbeddingCache(b.embedding_cache, "model-a", 8), encode)
+    assert (again.embedded, again.cached, len(calls)) == (0, 1, 1)
