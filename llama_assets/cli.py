@@ -45,7 +45,7 @@ def _instance():
 
 
 def _resources() -> dict:
-    from llama_assets.definitions import resources_for
+    from resources.environments import resources_for
 
     return resources_for()
 

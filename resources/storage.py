@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dagster as dg
-from dagster_aws.s3 import S3Resource
 
 from llama_assets.base.layout import DataLayout
 from llama_assets.base.settings import data_root
@@ -24,6 +23,8 @@ def s3_client():
     from the usual ``AWS_*`` variables (``AWS_ENDPOINT_URL`` for an S3-compatible
     server), botocore's standard retries (exponential backoff with jitter),
     ``AWS_MAX_ATTEMPTS`` attempts."""
+    from dagster_aws.s3 import S3Resource  # about 1 s to import: only for S3 roots
+
     return S3Resource(max_attempts=s3_max_attempts()).get_client()
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import dagster as dg
 
 from llama_assets.base import shards, store
-from llama_assets.definitions import resources_for
 from llama_assets.instance import open_instance
+from resources.environments import resources_for
 
 KEY = "docs/one"
 TRAIN = {"max_steps": 4, "seq_len": 64, "micro_batch_size": 2, "checkpoint_every": 1}

@@ -23,7 +23,6 @@ from llama_assets.base.layout import DataLayout
 from llama_assets.base.shards import read_manifest
 from llama_assets.base.store import TREE_MANIFEST
 from llama_assets.curate.assets import clean_shards, validated_documents
-from llama_assets.definitions import resources_for
 from llama_assets.ingest.assets import raw_documents
 from llama_assets.ingest.landing import add_to_landing
 from llama_assets.instance import open_instance
@@ -32,6 +31,7 @@ from llama_assets.training.assets import finetuned_checkpoint, training_dataset
 from llama_assets.training.checkpointer import latest_valid_checkpoint, training_checkpoints
 from llama_assets.training.pipeline import checkpoint_version
 from llama_assets.training.variants import get_variant
+from resources.environments import resources_for
 from tests.landing import topic
 from tests.storage.crash_child import KEY, TRAIN
 
