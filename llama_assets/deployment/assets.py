@@ -4,21 +4,18 @@ promoted_model, and eval_history."""
 import base64
 import json
 import time
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from evals.gate import CHECK_NAMES, CRITERIA, GateConfigError
-from evals.history import collect, render, trend_charts
 from evals.report import numeric_metadata, render_markdown
-from evals.suite import EvalSettings
 from llama_assets.base.atomic import atomic_write_json, atomic_write_text
-from llama_assets.deployment.evaluation import TRAIN_DOCUMENTS_SAMPLED, evaluate_version
 from llama_assets.deployment.registry import candidate_moved, moved, read_aliases, update_aliases
 from llama_assets.partitions import variant_partitions
 from llama_assets.policies import GPU_OP_TAGS, GPU_POOL
 from llama_assets.retrieval.assets import rag_index
 from llama_assets.retrieval.evaluation import retrieval_metadata
-from llama_assets.retrieval.index import open_table
 from llama_assets.tables import read_table
 from llama_assets.training.assets import (
     dataset_split,
@@ -32,6 +29,9 @@ from resources.device import DeviceResource
 from resources.embedder import EmbedderResource
 from resources.storage import LocalDataRoot
 from resources.vector_store import LanceDBResource
+
+if TYPE_CHECKING:
+    from evals.suite import EvalSettings
 
 EVAL_REPORT = dg.AssetKey("eval_report")
 CHAMPION_HOLDS = "champion_holds"
@@ -116,6 +116,8 @@ class EvalConfig(dg.Config):
     """Intra-op threads of the eval on a CPU (default 1; 0: torch's default)."""
 
     def settings(self, device_type: str) -> EvalSettings:
+        from evals.suite import EvalSettings
+
         return EvalSettings.for_device(
             device_type,
             lm_eval_tasks=tuple(self.lm_eval_tasks) or None,
@@ -184,6 +186,10 @@ def eval_report(
     if validation.height == 0:
         raise dg.Failure("the validation split is empty: ingest more documents")
     train_texts = read_table(dataset_split(layout, "train"), ["text"])["text"].to_list()
+    # The model and eval libraries load with the step, not with the code location.
+    from llama_assets.deployment.evaluation import TRAIN_DOCUMENTS_SAMPLED, evaluate_version
+    from llama_assets.retrieval.index import open_table
+
     try:
         outcome = evaluate_version(
             layout,
@@ -373,6 +379,8 @@ def promoted_model(
 def eval_history(context: dg.AssetExecutionContext, storage: LocalDataRoot) -> dg.MaterializeResult:
     layout = storage.layout
     variant = context.partition_key
+    from evals.history import collect, render, trend_charts  # matplotlib: with the step
+
     rows = collect(layout.root / "reports").get(variant, [])
     out = layout.reports(variant)
     out.mkdir(parents=True, exist_ok=True)
