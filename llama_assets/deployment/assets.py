@@ -4,7 +4,6 @@ promoted_model, and eval_history."""
 import base64
 import json
 import time
-from typing import TYPE_CHECKING
 
 import dagster as dg
 
@@ -29,9 +28,6 @@ from resources.device import DeviceResource
 from resources.embedder import EmbedderResource
 from resources.storage import LocalDataRoot
 from resources.vector_store import LanceDBResource
-
-if TYPE_CHECKING:
-    from evals.suite import EvalSettings
 
 EVAL_REPORT = dg.AssetKey("eval_report")
 CHAMPION_HOLDS = "champion_holds"
@@ -115,7 +111,7 @@ class EvalConfig(dg.Config):
     cpu_threads: int | None = None
     """Intra-op threads of the eval on a CPU (default 1; 0: torch's default)."""
 
-    def settings(self, device_type: str) -> EvalSettings:
+    def settings(self, device_type: str):  # -> evals.suite.EvalSettings (imported lazily)
         from evals.suite import EvalSettings
 
         return EvalSettings.for_device(
