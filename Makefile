@@ -28,8 +28,11 @@ install: $(STAMP)
 demo: install
 	$(BIN)/llama-platform demo
 
+# Two workers, whatever the machine (each end-to-end test starts several processes of
+# its own); `TEST_WORKERS=0 make test` runs the suite in one process.
+TEST_WORKERS ?= 2
 test: install monitoring-tools chromium
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 # Debian's prometheus (promtool comes with it): the alert rules' unit tests and the
 # test that scrapes the gateway with a real Prometheus. Installed once, quietly.
