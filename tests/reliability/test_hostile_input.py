@@ -74,11 +74,10 @@ def test_a_valid_csv_row_after_an_oversized_field_is_kept(tmp_path):
     assert rejects == {("table.csv", 1): "too_large", ("table.csv", 3): "too_large"}
 
 
-def deep(depth: int, leaf: object = "x") -> object:
-    value = leaf
-    for _ in range(depth):
-        value = [value]
-    return value
+def deep(depth: int) -> str:
+    """JSON text of a value nested `depth` lists deep (written as text: encoding it
+    with json.dumps would recurse, and a pytest-xdist worker runs tests deeper)."""
+    return "[" * depth + '"x"' + "]" * depth
 
 
 def test_deep_json_wrong_parquet_schemas_and_odd_file_names_spare_the_rest(tmp_path):
@@ -88,8 +87,8 @@ def test_deep_json_wrong_parquet_schemas_and_odd_file_names_spare_the_rest(tmp_p
         jsonl(
             "[" * 200_000 + "]" * 200_000,
             '{"text": ' + "[" * 100_000,
-            {"text": "kept beside a deep field", "meta": deep(900)},
-            {"meta": deep(950)},  # no text: its excerpt must not recurse either
+            '{"text": "kept beside a deep field", "meta": ' + deep(900) + "}",
+            '{"meta": ' + deep(950) + "}",  # no text: its excerpt must not recurse either
         )
     )
     (batch / "nested.json").write_text('{"a": ' * 100_000 + "1" + "}" * 100_000)
@@ -118,6 +117,13 @@ def test_deep_json_wrong_parquet_schemas_and_odd_file_names_spare_the_rest(tmp_p
         ("no_text.parquet", None): "missing_text",
         ("binary_text.parquet", 0): "wrong_type",
     }
+    # The same from 400 frames deeper (a Dagster step reads deeper than `ingest`):
+    # what is kept does not depend on the caller's stack.
+    assert at_depth(400, lambda: results(batch)) == (docs, rejects)
+
+
+def at_depth(frames: int, fn):
+    return fn() if frames == 0 else at_depth(frames - 1, fn)
 
 
 READ_AND_MEASURE = """

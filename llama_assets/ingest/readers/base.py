@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import re
+import sys
 import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -36,6 +37,26 @@ from llama_assets.ingest.encoding import (
     looks_binary,
     undecodable_excerpt,
 )
+
+JSON_MAX_DEPTH = 1000
+"""Nesting levels a JSON record may have; deeper ones are rejected (invalid_json)."""
+
+
+def json_headroom(depth: int = JSON_MAX_DEPTH) -> None:
+    """Make room on the stack for JSON nested `depth` levels below the caller.
+
+    CPython's JSON codec counts nesting against the interpreter's recursion limit,
+    which the caller's own frames use up too: a record that `ingest` keeps could be
+    rejected inside a deeper Dagster step. The limit is raised (never lowered) to
+    the caller's depth plus `depth`, so what is kept does not depend on the caller.
+    """
+    frames, frame = 0, sys._getframe()
+    while frame is not None:
+        frames, frame = frames + 1, frame.f_back
+    needed = frames + depth + 100  # the codec's own calls and from_mapping's walk
+    if sys.getrecursionlimit() < needed:
+        sys.setrecursionlimit(needed)
+
 
 MAX_DOCUMENT_CHARS = 1_000_000
 """Longest accepted document text, in characters (after cleaning).

@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable, Iterator
 
 from llama_assets.base.rejects import Reject
-from llama_assets.ingest.readers.base import Document, FileReader
+from llama_assets.ingest.readers.base import Document, FileReader, json_headroom
 
 
 class JsonReader(FileReader):
@@ -22,6 +22,7 @@ class JsonReader(FileReader):
         yield from self.parse(text)
 
     def parse(self, text: str) -> Iterable[Document | Reject]:
+        json_headroom()
         try:
             value = json.loads(text)
         except (ValueError, RecursionError):

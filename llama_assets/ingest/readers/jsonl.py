@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from llama_assets.base.rejects import Reject
 from llama_assets.ingest.encoding import OversizedLine, has_surrogates
-from llama_assets.ingest.readers.base import Document, FileReader
+from llama_assets.ingest.readers.base import Document, FileReader, json_headroom
 
 
 class JsonlReader(FileReader):
@@ -17,6 +17,7 @@ class JsonlReader(FileReader):
     formats = ("jsonl",)
 
     def read_records(self) -> Iterator[Document | Reject]:
+        json_headroom()
         count = 0
         for index, line in self.iter_lines():
             if isinstance(line, OversizedLine):
