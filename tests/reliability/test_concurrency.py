@@ -72,8 +72,11 @@ def test_two_backfills_and_an_ingest_at_once(tmp_path):
 
 def test_a_backfill_during_a_sensor_launched_run_of_the_same_batch(tmp_path, monkeypatch):
     data, home = tmp_path / "data", tmp_path / "home"
+    # The sensor's run executes its steps in its worker process, as `make prod-local`
+    # runs them (a process a step, Dagster's default, costs about 10 s of imports a
+    # step here and is what the daemon crash test in test_crash_consistency.py runs).
     env = {**os.environ, "LLAMA_DATA_ROOT": str(data), "DAGSTER_HOME": str(home),
-           "LLAMA_COALESCE_WINDOW_SECONDS": "0"}  # fmt: skip
+           "LLAMA_COALESCE_WINDOW_SECONDS": "0", "LLAMA_EXECUTOR": "in_process"}  # fmt: skip
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     open_instance().dispose()
     folder = tmp_path / "in-b1"
@@ -84,26 +87,37 @@ def test_a_backfill_during_a_sensor_launched_run_of_the_same_batch(tmp_path, mon
         (folder / f"copy-{TOPIC_KEYS[i]}.txt").write_text(topic(i))
     subprocess.run([*CLI, "ingest", str(folder), "--source", "docs", "--batch", "b1"],
                    env=env, check=True, capture_output=True)  # fmt: skip
+    backfill_log = tmp_path / "backfill.log"
     with open_instance() as instance:
         follower = RunFollower(instance)
+        # Holding the dedup index keeps the sensor's run inside clean_shards until the
+        # backfill has started and said that it waits (a run of 6 documents is over in
+        # seconds otherwise).
         with daemon(env, tmp_path / "daemon.log") as alive:
-            # The sensor's run is at its dedup; a backfill of the same batch starts.
-            wait_for(lambda: follower.seen("clean_shards") is not None,
-                     "the sensor-launched run's dedup", alive=alive)  # fmt: skip
-            sensor_run = follower.seen("clean_shards")
-            backfill = subprocess.run([*CLI, "backfill", "--partitions", "docs/b1"], env=env,
-                                      capture_output=True, text=True, timeout=1200)  # fmt: skip
+            with DedupIndex(DataLayout(data).dedup_index.local).exclusive():
+                wait_for(lambda: follower.seen("clean_shards") is not None,
+                         "the sensor-launched run's dedup", alive=alive)  # fmt: skip
+                sensor_run = follower.seen("clean_shards")
+                with open(backfill_log, "w") as log:
+                    backfill = subprocess.Popen(
+                        [*CLI, "backfill", "--partitions", "docs/b1"], env=env,
+                        stdout=log, stderr=subprocess.STDOUT, text=True,
+                    )  # fmt: skip
+                wait_for(lambda: "waiting for it to finish" in backfill_log.read_text(),
+                         "the backfill's wait", alive=lambda: backfill.poll() is None)  # fmt: skip
             wait_for(lambda: instance.get_run_by_id(sensor_run).is_finished,
                      "the sensor-launched run's end", alive=alive)  # fmt: skip
+            backfill.wait(timeout=1200)
         assert instance.get_run_by_id(sensor_run).status == dg.DagsterRunStatus.SUCCESS
         assert instance.get_run_by_id(sensor_run).tags["dagster/sensor_name"] == (
             "landing_zone_sensor"
         )
-    assert backfill.returncode == 0, backfill.stdout + backfill.stderr
+    out = backfill_log.read_text()
+    assert backfill.returncode == 0, out
     assert (
         f"run {sensor_run[:8]} (launched by landing_zone_sensor) is materialising docs/b1; "
-        "waiting for it to finish" in backfill.stdout
-    ), backfill.stdout
+        "waiting for it to finish" in out
+    ), out
 
     layout = DataLayout(data)
     shards = read_table(layout.shards("docs/b1"))
