@@ -14,7 +14,6 @@ from llama_assets.deployment.registry import candidate_moved, moved, read_aliase
 from llama_assets.partitions import variant_partitions
 from llama_assets.policies import GPU_OP_TAGS, GPU_POOL
 from llama_assets.retrieval.assets import rag_index
-from llama_assets.retrieval.evaluation import retrieval_metadata
 from llama_assets.tables import read_table
 from llama_assets.training.assets import (
     dataset_split,
@@ -22,7 +21,6 @@ from llama_assets.training.assets import (
     read_dataset_manifest,
     training_dataset,
 )
-from llama_assets.training.checkpointer import CorruptCheckpointError, verify_manifest
 from llama_assets.training.variants import get_variant
 from resources.device import DeviceResource
 from resources.embedder import EmbedderResource
@@ -163,6 +161,12 @@ def eval_report(
     embedder: EmbedderResource,
     vector_store: LanceDBResource,
 ):
+    # The model and eval libraries load with the step, not with the code location.
+    from llama_assets.deployment.evaluation import TRAIN_DOCUMENTS_SAMPLED, evaluate_version
+    from llama_assets.retrieval.evaluation import retrieval_metadata
+    from llama_assets.retrieval.index import open_table
+    from llama_assets.training.checkpointer import CorruptCheckpointError, verify_manifest
+
     layout = storage.layout
     variant = get_variant(context.partition_key)
     version = config.version or latest_version(storage, variant.name)
@@ -182,10 +186,6 @@ def eval_report(
     if validation.height == 0:
         raise dg.Failure("the validation split is empty: ingest more documents")
     train_texts = read_table(dataset_split(layout, "train"), ["text"])["text"].to_list()
-    # The model and eval libraries load with the step, not with the code location.
-    from llama_assets.deployment.evaluation import TRAIN_DOCUMENTS_SAMPLED, evaluate_version
-    from llama_assets.retrieval.index import open_table
-
     try:
         outcome = evaluate_version(
             layout,

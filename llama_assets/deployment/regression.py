@@ -26,7 +26,6 @@ from pathlib import Path
 
 from llama_assets.base.atomic import atomic_write_json
 from llama_assets.base.layout import DataLayout
-from llama_assets.deployment.evaluation import HISTORY_DIR
 from llama_assets.deployment.registry import previous_champion, read_aliases
 
 REGRESSIONS_DIR = "regressions"
@@ -117,6 +116,8 @@ def watch_variant(
 def keep_diagnostics(layout: DataLayout, variant: str, champion: str, reason: str) -> Path:
     """Both reports of the champion (before and after the change), its samples and
     the report of the champion before it, beside the reason."""
+    from llama_assets.deployment.evaluation import HISTORY_DIR  # with torch: lazily
+
     source = layout.reports(variant, champion)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = source / REGRESSIONS_DIR / stamp

@@ -17,14 +17,17 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import lancedb
 import numpy as np
 import pyarrow as pa
 
 from llama_assets.base.store import Location
 from llama_assets.retrieval.chunking import text_hash
 from llama_assets.retrieval.index import connect
+
+if TYPE_CHECKING:
+    import lancedb
 
 LOOKUP_GROUP = 1000  # keys per ``IN (...)`` lookup
 _SHA256 = re.compile(r"[0-9a-f]{64}")

@@ -9,13 +9,15 @@ the figures of ``evals.suite.retrieval`` plus the table version they describe.
 from __future__ import annotations
 
 from pathlib import Path
-
-import lancedb
+from typing import TYPE_CHECKING
 
 from evals.retrieval import heading_queries, read_golden_set, sentence_queries
 from evals.suite import retrieval
 from llama_assets.retrieval.search import search
 from resources.embedder import EmbedderResource
+
+if TYPE_CHECKING:
+    import lancedb
 
 # Generated queries are drawn from at most this many chunks (bounded memory).
 SAMPLE_CHUNKS = 20_000

@@ -28,20 +28,29 @@ import os
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from llama_assets.base.layout import check_segment
+from llama_assets.base.store import Location, as_location, mirror_prefix
+from llama_assets.retrieval.index_files import record_checksums
+
+if TYPE_CHECKING:
+    import lancedb
 
 # Lance logs a deprecation line per hybrid query (about score autoprojection);
 # keep the terminal for results unless the user asks for Lance's logs.
 os.environ.setdefault("LANCEDB_LOG", "error")
 
-import lancedb  # noqa: E402
-import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
-from lancedb.index import FTS, IvfHnswSq  # noqa: E402
 
-from llama_assets.base.layout import check_segment  # noqa: E402
-from llama_assets.base.store import Location, as_location, mirror_prefix  # noqa: E402
-from llama_assets.retrieval.index_files import record_checksums  # noqa: E402
+def _lancedb():
+    """lancedb, imported when a table is opened (about 2 s: not with the code location)."""
+    import lancedb
+
+    return lancedb
+
 
 TABLE_NAME = "chunks"
 VECTOR_INDEX = "vector_idx"
@@ -91,7 +100,7 @@ def connect(uri: Location | Path | str) -> lancedb.DBConnection:
     are conditional PUTs, so concurrent writers stay safe)."""
     location = as_location(uri)
     options = location.store.storage_options()
-    return lancedb.connect(str(location), storage_options=options or None)
+    return _lancedb().connect(str(location), storage_options=options or None)
 
 
 def read_replica(uri: Location | Path | str) -> lancedb.DBConnection:
@@ -104,7 +113,7 @@ def read_replica(uri: Location | Path | str) -> lancedb.DBConnection:
         return connect(location)
     target = location.store.cache_dir() / "replicas" / location.key
     mirror_prefix(location / f"{TABLE_NAME}.lance", target / f"{TABLE_NAME}.lance")
-    return lancedb.connect(str(target))
+    return _lancedb().connect(str(target))
 
 
 def open_table(db: lancedb.DBConnection, dim: int) -> lancedb.table.Table:
@@ -221,6 +230,8 @@ def maintain_indexes(table: lancedb.table.Table, ann_min_rows: int = ANN_MIN_ROW
         record_table_files(table)
         return state
     if FTS_INDEX not in names:
+        from lancedb.index import FTS
+
         table.create_index("text", config=FTS(), name=FTS_INDEX, replace=True)
         state.actions.append("created fts index")
     if VECTOR_INDEX not in names and rows >= ann_min_rows:
@@ -258,6 +269,8 @@ def _build_vector_index(table: lancedb.table.Table, rows: int) -> None:
     # LanceDB's default partition count (its target partition size): a hand-set
     # sqrt(rows)/2 partitions measured recall@10 0.94 at 20k rows with the
     # default 20 probes against 0.996 with the default.
+    from lancedb.index import IvfHnswSq
+
     table.create_index(
         "vector", config=IvfHnswSq(distance_type="cosine"), name=VECTOR_INDEX, replace=True
     )

@@ -10,12 +10,14 @@ reciprocal rank).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import lancedb
 import numpy as np
 
 from llama_assets.retrieval.index import MODES, fts_search, hybrid_search, vector_search
+
+if TYPE_CHECKING:
+    import lancedb
 
 Encode = Callable[[list[str]], np.ndarray]
 

@@ -16,23 +16,15 @@ from llama_assets.curate.assets import clean_shards, clean_shards_table
 from llama_assets.partitions import BATCHES, variant_partitions
 from llama_assets.policies import GPU_OP_TAGS, GPU_POOL, GPU_RETRY, IO_RETRY
 from llama_assets.tables import Table, manifest_digest, read_table, table_metadata, write_table
-from llama_assets.training.checkpointer import MERGED_DIR, local_dir, read_trainer_state
 from llama_assets.training.config import TrainConfig
-from llama_assets.training.dataset import split_of, trainable, with_messages
-from llama_assets.training.distributed import PREEMPTED_EXIT_CODE, torchrun_command
-from llama_assets.training.pipeline import (
-    LOSS_CURVE_FILE,
-    InsufficientData,
-    checkpoint_version,
-    train_and_save,
-)
-from llama_assets.training.preemption import TrainingPreempted
-from llama_assets.training.report import loss_curve_markdown
 from llama_assets.training.variants import MissingWeightsError, get_variant
 from resources.device import DeviceResource
 from resources.storage import LocalDataRoot
 
 VALIDATION_FRACTION = 0.1
+
+# torch, transformers and peft (about 5 s of imports) load with the steps that train,
+# not with the code location that every CLI command, sensor tick and step process loads.
 
 
 def dataset_split(layout: DataLayout, split: str) -> Table:
@@ -59,6 +51,8 @@ def read_dataset_manifest(storage: LocalDataRoot) -> dict:
 def training_dataset(
     context: dg.AssetExecutionContext, storage: LocalDataRoot
 ) -> dg.MaterializeResult:
+    from llama_assets.training.dataset import split_of, trainable, with_messages
+
     layout = storage.layout
     # The registered batches' shard sets, by name: never whatever folder lies under
     # shards/ (a killed write's hidden temp copy, a removed batch's leftovers).
@@ -157,6 +151,17 @@ def finetuned_checkpoint(
     storage: LocalDataRoot,
     device: DeviceResource,
 ) -> dg.MaterializeResult:
+    from llama_assets.training.checkpointer import MERGED_DIR, local_dir, read_trainer_state
+    from llama_assets.training.dataset import with_messages
+    from llama_assets.training.pipeline import (
+        LOSS_CURVE_FILE,
+        InsufficientData,
+        checkpoint_version,
+        train_and_save,
+    )
+    from llama_assets.training.preemption import TrainingPreempted
+    from llama_assets.training.report import loss_curve_markdown
+
     layout = storage.layout
     variant = get_variant(context.partition_key)
     try:
@@ -263,6 +268,9 @@ def finetuned_checkpoint(
 
 def run_data_parallel(context, config, storage, variant_name, cfg, dataset):
     """Run the fine-tune as `config.processes` torchrun workers; returns the checkpoint path."""
+    from llama_assets.training.distributed import PREEMPTED_EXIT_CODE, torchrun_command
+    from llama_assets.training.pipeline import checkpoint_version
+
     args = [
         "--data-root",
         str(storage.layout.root),
