@@ -60,8 +60,10 @@ def test_a_request_goes_through_with_its_id_and_is_counted_per_version(gateway, 
     assert counter(gateway.url, "llama_gateway_generation_tokens_total") == 4
     chat = httpx.post(
         gateway.url + "/v1/chat/completions",
+        # Greedy and past eos: exactly 3 tokens (sampled at the default temperature 1,
+        # a tiny model ends early now and then).
         json={"model": VARIANT, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3,
-              "stream": True},
+              "stream": True, "temperature": 0, "ignore_eos": True},
         timeout=60,
     )  # fmt: skip
     lines = [line for line in chat.text.splitlines() if line.startswith("data: ")]
