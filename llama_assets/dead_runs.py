@@ -61,7 +61,30 @@ def reap_dead_runs(instance: dg.DagsterInstance) -> list[DeadRun]:
         if instance.event_log_storage.supports_global_concurrency_limits:
             instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
         dead.append(DeadRun(run.run_id, pid, run.tags.get("dagster/partition")))
+    release_ended_runs_claims(instance)
     return dead
+
+
+def release_ended_runs_claims(instance: dg.DagsterInstance) -> list[str]:
+    """Free the pool slots and queue places that runs which have ended still hold.
+
+    A run stopped while one of its steps waited for a slot (a signal, a crash of
+    the step's process) can end with its place in the pool's queue left behind;
+    the queue is served in order, so every later run would wait behind it for
+    ever, polling. Returns the run ids whose claims were freed."""
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return []
+    holders = set(storage.get_concurrency_run_ids())  # places in a pool's queue
+    for pool in storage.get_concurrency_keys():
+        holders |= {slot.run_id for slot in storage.get_concurrency_info(pool).claimed_slots}
+    freed = []
+    for run_id in sorted(holders):
+        run = instance.get_run_by_id(run_id)
+        if run is None or run.is_finished:
+            storage.free_concurrency_slots_for_run(run_id)
+            freed.append(run_id)
+    return freed
 
 
 def run_start(instance: dg.DagsterInstance, run_id: str) -> float | None:

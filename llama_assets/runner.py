@@ -265,6 +265,7 @@ class Runner:
             raise Interrupted(_stopped_sentence(run, progress.running)) from None
         progress.stop()
         if self.watch.stopping.is_set():
+            self._cancel(run_id)  # a step may have stopped while it waited for a pool slot
             raise Interrupted(_stopped_sentence(run, progress.running))
         if not result.success:
             raise StepFailed(_failure_sentence(result, run))

@@ -16,6 +16,7 @@ import dagster as dg
 
 from llama_assets.base.layout import DataLayout
 from llama_assets.curate.dedup_index import DedupIndex
+from llama_assets.dead_runs import reap_dead_runs
 from llama_assets.instance import open_instance
 from tests.landing import topic
 from tests.reliability.run_events import step_started
@@ -110,3 +111,27 @@ def test_the_dead_run_sensor_reaps_a_killed_worker(tmp_path, monkeypatch):
         assert "1 dead run(s) reaped" in result.skip_message
         assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
         assert not instance.event_log_storage.get_concurrency_info("dedup_index").claimed_slots
+
+
+def test_a_run_that_ended_while_queued_for_a_slot_does_not_block_the_pool(instance):
+    """A run stopped while its step waited for the `gpu` slot (SIGTERM during the
+    wait) ended with its place in the pool's queue left behind: every later run
+    polled behind it for ever (found by the signals test under load). The next
+    `run` (and the daemon's dead-run sensor) frees what ended runs still hold."""
+    from dagster._core.test_utils import create_run_for_test
+
+    storage = instance.event_log_storage
+    storage.set_concurrency_slots("gpu", 1)
+    holder = create_run_for_test(instance, status=dg.DagsterRunStatus.STARTED)
+    stopped = create_run_for_test(instance, status=dg.DagsterRunStatus.STARTED)
+    later = create_run_for_test(instance, status=dg.DagsterRunStatus.STARTED)
+    assert storage.claim_concurrency_slot("gpu", holder.run_id, "embeddings").is_claimed
+    assert not storage.claim_concurrency_slot("gpu", stopped.run_id, "embeddings").is_claimed
+    instance.report_run_failed(instance.get_run_by_id(stopped.run_id), "stopped by a signal")
+    storage.free_concurrency_slot_for_step(holder.run_id, "embeddings")  # the holder ends
+    # The queue is served in order: the stopped run's place comes first.
+    assert not storage.claim_concurrency_slot("gpu", later.run_id, "embeddings").is_claimed
+
+    assert reap_dead_runs(instance) == []  # no process died; an ended run's claims go
+    assert storage.claim_concurrency_slot("gpu", later.run_id, "embeddings").is_claimed
+    assert stopped.run_id not in storage.get_concurrency_run_ids()
