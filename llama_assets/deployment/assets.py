@@ -373,10 +373,10 @@ def promoted_model(
     "`reports/<variant>/history.{json,md}` and `history.png`.",
 )
 def eval_history(context: dg.AssetExecutionContext, storage: LocalDataRoot) -> dg.MaterializeResult:
-    layout = storage.layout
-    variant = context.partition_key
     from evals.history import collect, render, trend_charts  # matplotlib: with the step
 
+    layout = storage.layout
+    variant = context.partition_key
     rows = collect(layout.root / "reports").get(variant, [])
     out = layout.reports(variant)
     out.mkdir(parents=True, exist_ok=True)

@@ -23,9 +23,6 @@ from resources.storage import LocalDataRoot
 
 VALIDATION_FRACTION = 0.1
 
-# torch, transformers and peft (about 5 s of imports) load with the steps that train,
-# not with the code location that every CLI command, sensor tick and step process loads.
-
 
 def dataset_split(layout: DataLayout, split: str) -> Table:
     """The snapshot's ``train`` or ``validation`` table, written by `training_dataset`."""
@@ -151,6 +148,8 @@ def finetuned_checkpoint(
     storage: LocalDataRoot,
     device: DeviceResource,
 ) -> dg.MaterializeResult:
+    # torch, transformers and peft (about 5 s of imports) load with the steps that train,
+    # not with the code location that every CLI command, sensor tick and step loads.
     from llama_assets.training.checkpointer import MERGED_DIR, local_dir, read_trainer_state
     from llama_assets.training.dataset import with_messages
     from llama_assets.training.pipeline import (
