@@ -100,6 +100,10 @@ def test_a_backfill_of_two_batch_partitions_from_the_ui_completes(
     open_ui(page, topology.webserver_url + "/assets/" + raw_documents.key.to_user_string())
     page.get_by_role("button", name="Materialize…").first.click()
     dialog = page.get_by_role("dialog")
+    # "All" follows the partition keys as they load; "Custom" copies the keys known
+    # at its click (none while the dialog still loads), so it waits for all three.
+    dialog.get_by_role("button", name="All", exact=True).click()
+    dialog.get_by_text(f"{len(keys)} partitions").wait_for()
     dialog.get_by_role("button", name="Custom").click()
     # "Custom" starts from every partition: remove the ones not wanted.
     for key in keys[2:]:
