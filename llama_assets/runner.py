@@ -407,6 +407,8 @@ class _Progress:
     def __init__(self, instance, run_id: str, partition, echo, live: bool, watch) -> None:
         self.instance, self.run_id, self.partition = instance, run_id, partition
         self.echo, self.live, self.watch = echo, live, watch
+        # The step a stop would interrupt: started or waiting for its pool slot, until
+        # it succeeds.
         self.running: str | None = None
         self.metadata: dict = {}
         self._cursor: str | None = None
@@ -452,6 +454,8 @@ class _Progress:
             return
         if event.event_type == DagsterEventType.ENGINE_EVENT:
             pool = (event.engine_event_data.metadata or {}).get("pool")
+            if pool is not None:
+                self.running = step  # a stop while it waits is a stop during this step
             if pool is not None and step not in self._blocked:
                 # A step waiting for a pool slot must not look hung: say who holds it.
                 self._blocked.add(step)
@@ -479,6 +483,8 @@ class _Progress:
                 self.watch.seen(event.step_failure_data.error)
                 self.echo(f"  ✗ {self._label(step)} {seconds:6.1f}s")
                 return
+            if self.running == step:
+                self.running = None
             metadata = self._step_metadata.get(step, {})
             headline = " ".join(f"{k}={_fmt(metadata[k])}" for k in HEADLINE if k in metadata)
             self.echo(f"  ✓ {self._label(step)} {seconds:6.1f}s  {headline}")
