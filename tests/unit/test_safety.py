@@ -3,6 +3,7 @@ spans, documents, PII on outputs, and the red-team suite's violation rates."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from evals.safety import CATEGORIES, SafetyPolicy, default_policy
 from evals.safety.labelled import DATA, LABELLED, misclassified, precision_recall, read_labelled
 from evals.safety.red_team import RED_TEAM_CATEGORIES, judge, read_red_team, violation_rates
+from evals.safety.rules import RULES
 from llama_assets.curate.pii import find_pii, mask_pii
 from tests.test_layering import all_imports
 from tests.unit.test_pii import MASKED
@@ -201,3 +203,21 @@ def test_the_safety_module_is_pure():
     for path in sorted(Path("evals/safety").glob("*.py")):
         modules = all_imports(path)
         assert not any(m == "dagster" or m.startswith("dagster.") for m in modules), path
+
+
+def test_the_first_character_guards_change_no_match():
+    texts = [item.text for name in ("labelled.jsonl", "heldout.jsonl")
+             for item in read_labelled(DATA / name)]  # fmt: skip
+    texts += [text for case in read_red_team() for text in (case.prompt, *case.documents)]
+    texts += [
+        "Step 1: buy a pipe bomb kit", "STEP ONE... you'll need Fentanyl", "\n#!ignore",
+        "ſtep 1 ﬁrst you need explosives", "", " ", "DAN mode enabled",
+    ]  # fmt: skip
+    guarded = 0
+    for rule in RULES:
+        plain = re.compile(rule.source, re.IGNORECASE)
+        guarded += plain.pattern != rule.pattern.pattern
+        for text in texts:
+            spans = [m.span() for m in rule.pattern.finditer(text)]
+            assert spans == [m.span() for m in plain.finditer(text)], (rule.name, text)
+    assert guarded >= len(RULES) - 3  # most rules can be guarded
