@@ -31,9 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+import aiohttp
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, Field, ValidationError
@@ -67,7 +68,8 @@ from llama_assets.serving.tracing import extract_context, inject_headers, make_t
 log = logging.getLogger("llama.gateway")
 
 RETRYABLE_STATUS = {502, 503, 504}
-RETRYABLE_ERRORS = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError)
+# What can fail on the way to a backend: aiohttp's errors and its timeouts.
+UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
 CONTENT_FILTER = "content_filter"
 # Characters of a streamed output screened again with each new piece: the policy's
 # rules and PII detectors match spans far shorter than this.
@@ -149,8 +151,22 @@ class Sample:
 class Attempt:
     version: str
     role: str
-    response: httpx.Response | None = None
-    error: str | None = None
+    response: aiohttp.ClientResponse | None = None
+    error: str | None = None  # why no response came: a reason label (M10), e.g. "refused"
+    retryable: bool = False  # the failure happened before the backend took the request
+
+
+def upstream_failure(exc: BaseException) -> tuple[str, bool]:
+    """A failed call's reason label and whether it is safe to retry: refused or reset
+    connections are (the backend never ran the request, or died with it); a timeout
+    is not (the backend may still be generating)."""
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timeout", False
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return "refused", True
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)):
+        return "reset", True
+    return type(exc).__name__, False
 
 
 class FeedbackBody(BaseModel):
@@ -219,7 +235,7 @@ def create_gateway_app(
 
     # --- following the routing state and the backends ------------------------------------------
 
-    async def follow_once(client: httpx.AsyncClient) -> None:
+    async def follow_once(client: aiohttp.ClientSession) -> None:
         path = config.deployment_path
         try:
             # The file's ETag (a local root derives it from inode, mtime and size): it
@@ -278,24 +294,31 @@ def create_gateway_app(
         if state.ready and not was_ready and on_ready is not None:
             await on_ready()
 
-    async def probe(client: httpx.AsyncClient, url: str) -> bool:
+    async def probe(client: aiohttp.ClientSession, url: str) -> bool:
         try:
             # `/health`: vLLM's readiness route, which the CPU backend answers alike.
-            response = await client.get(f"{url}/health", timeout=2.0)
-        except httpx.HTTPError:
+            async with client.get(f"{url}/health") as response:
+                return response.status == 200
+        except UPSTREAM_ERRORS:
             return False
-        return response.status_code == 200
 
     async def follow_loop() -> None:
-        async with httpx.AsyncClient() as probe_client:
+        timeout = aiohttp.ClientTimeout(total=2.0)
+        async with aiohttp.ClientSession(timeout=timeout) as probe_client:
             while True:
                 await follow_once(probe_client)
                 await asyncio.sleep(config.poll_interval_s)
 
     async def lifespan(app: FastAPI):
-        app.state.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(config.upstream_timeout_s, connect=5.0),
-            limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
+        # aiohttp, not httpx: its C HTTP parser took the upstream call from about a third
+        # of the gateway's CPU to a tenth (benchmarks/results/serving.md). The read
+        # timeout is per socket read, so a long stream is never cut.
+        app.state.client = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(
+                total=None, connect=5.0, sock_read=config.upstream_timeout_s
+            ),
+            connector=aiohttp.TCPConnector(limit=512, limit_per_host=0),
+            auto_decompress=False,
         )
         tasks = [asyncio.create_task(follow_loop(), name="follow")]
         if feedback is not None:
@@ -306,7 +329,7 @@ def create_gateway_app(
         await asyncio.gather(*tasks, return_exceptions=True)
         if feedback is not None:
             await asyncio.to_thread(feedback.flush)
-        await app.state.client.aclose()
+        await app.state.client.close()
         await state.launcher.close()
         tracer_provider.shutdown()
 
@@ -475,7 +498,7 @@ def create_gateway_app(
             span.set_attribute("version", attempt.version)
             span.set_attribute("retried", retried)
             headers["x-llama-version"] = attempt.version
-            if attempt.response is None or attempt.response.status_code != 200:
+            if attempt.response is None or attempt.response.status != 200:
                 return await upstream_failed(
                     attempt, endpoint, headers, started, retried, key, rid, prompt, span
                 )
@@ -488,7 +511,7 @@ def create_gateway_app(
             return await relay_whole(attempt, endpoint, headers, started, retried, key, rid, prompt)
 
     async def call_with_retry(
-        client: httpx.AsyncClient,
+        client: aiohttp.ClientSession,
         path: str,
         body: dict,
         headers: dict,
@@ -500,7 +523,7 @@ def create_gateway_app(
         attempt = await call(client, path, body, headers, stream, version, role)
         if not retryable(attempt):
             return attempt, False
-        reason = attempt.error or str(attempt.response.status_code)
+        reason = attempt.error or str(attempt.response.status)
         metrics.retries.labels(variant, version, reason_label(attempt)).inc()
         # The failed attempt is a sample of its version: the judge must see it.
         record(
@@ -515,7 +538,7 @@ def create_gateway_app(
             count=False,
         )  # M1 counts what the client got; M10 counts this attempt
         if attempt.response is not None:
-            await attempt.response.aclose()
+            attempt.response.release()
         log.warning("retrying", extra={"version": version, "reason": reason})
         await asyncio.sleep(rng.uniform(*config.retry_jitter_s))
         other = [v for v in state.route.versions if v != version and v in state.up]
@@ -531,55 +554,66 @@ def create_gateway_app(
         if model is not None:
             body = {**body, "model": model}
         try:
-            request = client.build_request("POST", url + path, json=body, headers=headers)
-            response = await client.send(request, stream=stream)
-        except RETRYABLE_ERRORS as exc:
-            if isinstance(exc, httpx.ConnectError):
+            # The response's headers are read here; its body is read by the relay.
+            response = await client.post(url + path, json=body, headers=headers)
+        except UPSTREAM_ERRORS as exc:
+            error, retry = upstream_failure(exc)
+            if error == "refused":
                 state.up.discard(version)  # down until its next probe answers
-            return Attempt(version, role, error=type(exc).__name__)
-        except httpx.HTTPError as exc:
-            return Attempt(version, role, error=f"{type(exc).__name__}!")
+            return Attempt(version, role, error=error, retryable=retry)
         return Attempt(version, role, response=response)
 
     def retryable(attempt: Attempt) -> bool:
         if attempt.response is not None:
-            return attempt.response.status_code in RETRYABLE_STATUS
-        return attempt.error is not None and not attempt.error.endswith("!")
+            return attempt.response.status in RETRYABLE_STATUS
+        return attempt.retryable
 
     def reason_label(attempt: Attempt) -> str:
         if attempt.response is not None:
-            return f"http_{attempt.response.status_code}"
-        return (attempt.error or "error").rstrip("!")
+            return f"http_{attempt.response.status}"
+        return attempt.error or "error"
 
     def status_of(attempt: Attempt) -> int:
         if attempt.response is not None:
-            return attempt.response.status_code
-        return 504 if attempt.error and "Timeout" in attempt.error else 502
+            return attempt.response.status
+        return 504 if attempt.error == "timeout" else 502
 
     async def upstream_failed(
         attempt: Attempt, endpoint, headers, started, retried, key, rid, prompt, span
     ) -> Response:
         code = status_of(attempt)
         if attempt.response is not None:
-            await attempt.response.aread()
             try:
-                body = attempt.response.json()
+                raw = await attempt.response.read()
+            except UPSTREAM_ERRORS:
+                raw = b""
+            finally:
+                attempt.response.release()
+            try:
+                body = json.loads(raw)
             except ValueError:
-                body = error_body(attempt.response.text[:200], "UpstreamError", code)
-            await attempt.response.aclose()
+                body = error_body(raw[:200].decode(errors="replace"), "UpstreamError", code)
         else:
             body = error_body(
                 f"the backend of {attempt.version} failed: {attempt.error}", "BadGatewayError", code
             )
-        span.set_status(Status(StatusCode.ERROR, f"upstream {code}"))
+        (span or trace.get_current_span()).set_status(Status(StatusCode.ERROR, f"upstream {code}"))
         finish(attempt, endpoint, code, started, None, [], 0, 0, retried)
         log_request(key, rid, endpoint, prompt, attempt.version, attempt.role, code, started)
         return JSONResponse(body, code, headers=headers)
 
     async def relay_whole(attempt, endpoint, headers, started, retried, key, rid, prompt):
         response = attempt.response
-        raw = await response.aread()
-        body = response.json()
+        try:
+            raw = await response.read()
+        except UPSTREAM_ERRORS as exc:  # the backend died before its answer was whole
+            attempt.response, attempt.error = None, upstream_failure(exc)[0]
+            return await upstream_failed(
+                attempt, endpoint, headers, started, retried, key, rid, prompt, None
+            )
+        finally:
+            response.release()
+        body = json.loads(raw)
         text = body_text(body)
         verdict = screen(text, "output")
         passed = verdict is None or not verdict.blocked
@@ -614,7 +648,8 @@ def create_gateway_app(
         status, blocked = 200, False
         cid, model = new_id("chatcmpl" if chat else "cmpl"), parsed.model
         try:
-            async for line in response.aiter_lines():
+            async for raw_line in response.content:
+                line = raw_line.decode().rstrip("\r\n")
                 if not line.startswith("data: "):
                     continue
                 payload = line[6:]
@@ -647,12 +682,12 @@ def create_gateway_app(
                     text += piece
                 yield (line + "\n\n").encode()
             yield SSE_DONE
-        except httpx.HTTPError as exc:  # the backend died mid-stream: bytes are out, no retry
+        except UPSTREAM_ERRORS as exc:  # the backend died mid-stream: bytes are out, no retry
             status = 502
             yield sse(error_body(f"the backend failed mid-stream: {exc}", "BadGatewayError", 502))
             yield SSE_DONE
         finally:
-            await response.aclose()
+            response.release()
             finish(
                 attempt, endpoint, status, started, ttft, gaps, use.get("completion_tokens", 0),
                 use.get("prompt_tokens", 0), retried,
