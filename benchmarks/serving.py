@@ -180,9 +180,9 @@ def median_run(runs: list[dict]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests-per-stream", type=int, default=12)
+    parser.add_argument("--requests-per-stream", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3, help="direct/gateway rounds, alternating")
+    parser.add_argument("--rounds", type=int, default=5, help="direct/gateway rounds, alternating")
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="serving-bench-") as tmp:
