@@ -22,9 +22,9 @@ from llama_assets.base.store import Location, read_tree_file
 from llama_assets.curate.dedup_index import DedupIndex
 from llama_assets.partitions import BATCHES
 from llama_assets.retrieval.index import (
-    TABLE_NAME,
     batch_filter,
     delete_batch,
+    existing_table,
     maintain_indexes,
 )
 
@@ -190,9 +190,8 @@ def plan_removal(
     (the data root's, `DataRoot.dedup_index`; by default the local SQLite file
     when there is one)."""
     source, batch = split_batch_key(key)
-    rows = 0
-    if TABLE_NAME in db.table_names():
-        rows = db.open_table(TABLE_NAME).count_rows(filter=batch_filter(source, batch))
+    table = existing_table(db)
+    rows = table.count_rows(filter=batch_filter(source, batch)) if table is not None else 0
     registered = list(instance.get_dynamic_partitions(BATCHES))
     entries = 0
     if dedup is None and layout.dedup_index.is_file():
@@ -233,7 +232,7 @@ def apply_removal(
     source, batch = split_batch_key(removal.key)
     deleted = 0
     if removal.index_rows:
-        table = db.open_table(TABLE_NAME)
+        table = existing_table(db)
         deleted = delete_batch(table, source, batch)
         maintain_indexes(table)
     if removal.dedup_entries:

@@ -260,17 +260,17 @@ def rollback(variant: str, reason: str) -> None:
 def _chunks_table(replica: bool = False):
     """The chunks table; `replica`: for queries, a local copy of its current
     version when the index is on S3 (the table itself when it is local)."""
-    from llama_assets.retrieval.index import TABLE_NAME
+    from llama_assets.retrieval.index import TABLE_NAME, existing_table
 
     resources = _resources()
     store = resources["vector_store"]
-    db = store.read_replica() if replica else store.connect()
-    if TABLE_NAME not in db.table_names():
+    table = existing_table(store.read_replica() if replica else store.connect())
+    if table is None:
         raise ExpectedStop(
             f"no table {TABLE_NAME!r} in {resources['vector_store'].resolved_uri}: "
             "run `llama-platform run` first"
         )
-    return db.open_table(TABLE_NAME), resources
+    return table, resources
 
 
 @cli.command(help="Search the RAG index; prints hits with source and score.")

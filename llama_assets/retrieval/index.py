@@ -116,16 +116,28 @@ def read_replica(uri: Location | Path | str) -> lancedb.DBConnection:
     return _lancedb().connect(str(target))
 
 
+def existing_table(db: lancedb.DBConnection) -> lancedb.table.Table | None:
+    """The ``chunks`` table, or None while it has no committed version: missing, or
+    a creation killed before its first commit (LanceDB then lists a folder that
+    holds only a temporary transaction file, and cannot open it)."""
+    try:
+        return db.open_table(TABLE_NAME)
+    except ValueError:  # "Table 'chunks' was not found"
+        return None
+
+
 def open_table(db: lancedb.DBConnection, dim: int) -> lancedb.table.Table:
-    """The ``chunks`` table, created if missing; a table from an older schema gets
-    the new columns (null until its batch is re-materialised)."""
-    if TABLE_NAME in db.table_names():
-        table = db.open_table(TABLE_NAME)
-        missing = [f for f in chunks_schema(dim) if f.name not in table.schema.names]
-        if missing:
-            table.add_columns(missing)
-        return table
-    return db.create_table(TABLE_NAME, schema=chunks_schema(dim), exist_ok=True)
+    """The ``chunks`` table, created if missing (or never committed); a table from an
+    older schema gets the new columns (null until its batch is re-materialised)."""
+    table = existing_table(db)
+    if table is None:
+        # exist_ok: another writer may have created it meanwhile; over a creation
+        # that never committed, this commits the first version.
+        return db.create_table(TABLE_NAME, schema=chunks_schema(dim), exist_ok=True)
+    missing = [f for f in chunks_schema(dim) if f.name not in table.schema.names]
+    if missing:
+        table.add_columns(missing)
+    return table
 
 
 def _sql_literal(value: str) -> str:

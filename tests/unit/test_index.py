@@ -176,3 +176,17 @@ def test_data_roots_share_the_embedding_cache_that_llama_embedding_cache_names(
     embed_with_cache(["x"], EmbeddingCache(a.embedding_cache, "model-a", 8), encode)
     again = embed_with_cache(["x"], EmbeddingCache(b.embedding_cache, "model-a", 8), encode)
     assert (again.embedded, again.cached, len(calls)) == (0, 1, 1)
+
+
+def test_a_table_creation_killed_before_its_first_commit_is_created_again(tmp_path):
+    # What kill -9 inside create_table leaves (seen in the crash test): the table's
+    # folder with a temporary transaction file and no version. LanceDB lists it and
+    # cannot open it; every later rag_index failed with "Table 'chunks' was not found".
+    transactions = tmp_path / f"{index.TABLE_NAME}.lance" / "_transactions"
+    transactions.mkdir(parents=True)
+    (transactions / ".tmpGbmhTT").write_bytes(b"\x00" * 448)
+    db = index.connect(tmp_path)
+    assert index.existing_table(db) is None
+    table = index.open_table(db, 4)
+    index.upsert_batch(table, rows(["d1-0", "d2-0"], "b1"), "s", "b1")
+    assert ids_in(index.existing_table(index.connect(tmp_path))) == ["d1-0", "d2-0"]
