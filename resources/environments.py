@@ -24,7 +24,10 @@ def local_resources() -> dict:
     }
 
 
-RESOURCES_BY_ENV = {"local": local_resources}
+# prod (deploy/k8s/values.yaml) differs from local by its instance (deploy/prod/
+# dagster.yaml), its data root (s3://) and its executor (LLAMA_EXECUTOR), each set by
+# its own variable; the resources that read them are the same.
+RESOURCES_BY_ENV = {"local": local_resources, "prod": local_resources}
 
 
 def resources_for(env: str | None = None) -> dict:

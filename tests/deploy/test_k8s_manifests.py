@@ -6,6 +6,9 @@ manifest validates against the Kubernetes schema."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -181,6 +184,28 @@ def test_the_executor_is_chosen_by_the_environment_and_the_default_is_unchanged(
         e["name"]: e["value"] for e in VALUES["dagster-user-deployments"]["deployments"][0]["env"]
     }
     assert env["LLAMA_EXECUTOR"] == "k8s"
+
+
+def test_the_code_location_loads_with_the_user_deployments_environment(tmp_path):
+    """What the user deployment's pod runs (`dagster api grpc --module-name ...`) with
+    values.yaml's env: the definitions load and every job resolves. A `LLAMA_ENV` the
+    code did not know once stopped the code location from loading at all."""
+    deployment = VALUES["dagster-user-deployments"]["deployments"][0]
+    env = {e["name"]: e["value"] for e in deployment["env"]}
+    [flag, module] = deployment["dagsterApiGrpcArgs"]
+    assert flag == "--module-name"
+    script = (
+        f"import importlib; defs = importlib.import_module({module!r}).defs; "
+        "[defs.resolve_job_def(j.name) for j in defs.jobs]; "
+        "print(sorted(defs.resources), defs.executor.name)"
+    )
+    home = {"DAGSTER_HOME": str(tmp_path), "PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env={**home, **env}, cwd=ROOT,
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "'storage'" in done.stdout and done.stdout.strip().endswith("k8s"), done.stdout
 
 
 def test_the_helm_values_render_the_prod_instance():
