@@ -606,7 +606,10 @@ def main(argv: list[str] | None = None) -> int:
     (1: a step or a refusal, 2: bad input)."""
     try:
         code = cli.main(args=argv, prog_name="llama-platform", standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as abort:
+        if isinstance(abort.__cause__, KeyboardInterrupt):  # click wraps Ctrl-C and SIGTERM
+            click.echo("\nstopped by a signal", err=True)
+            return 130
         click.echo("aborted", err=True)
         return 1
     except click.ClickException as error:

@@ -259,11 +259,13 @@ class Runner:
                 tags=run_tags(),
                 raise_on_error=False,
             )
+            # Inside the try: the progress thread may raise the stop in this thread
+            # (InterruptWatch.stop) just as the run ends, while it is being joined.
+            progress.stop()
         except KeyboardInterrupt:
             progress.stop()
             self._cancel(run_id)
             raise Interrupted(_stopped_sentence(run, progress.running)) from None
-        progress.stop()
         if self.watch.stopping.is_set():
             self._cancel(run_id)  # a step may have stopped while it waited for a pool slot
             raise Interrupted(_stopped_sentence(run, progress.running))

@@ -83,3 +83,20 @@ def test_sigterm_and_ctrl_c_stop_the_run_and_the_next_run_resumes(
     assert len(ids) == len(set(ids)) > 0
     with open_instance() as instance:
         assert step_logged(instance, "finetuned_checkpoint", "resum")
+
+
+def test_a_signal_between_runs_exits_130_with_a_sentence(monkeypatch, capsys):
+    """Click turns a KeyboardInterrupt (Ctrl-C, or SIGTERM handled as it) raised in a
+    command into Abort; outside a run's steps (planning, waiting for another run)
+    that once read "aborted" with exit code 1."""
+    import click
+
+    from llama_assets import cli as cli_module
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    command = click.Command("interrupted", callback=interrupted)
+    monkeypatch.setitem(cli_module.cli.commands, "interrupted", command)
+    assert cli_module.main(["interrupted"]) == 130
+    assert "stopped by a signal" in capsys.readouterr().err
