@@ -65,10 +65,10 @@ class GateConfig:
 
 DEFAULTS: dict[str, GateConfig] = {
     # The tiny variant's CPU fine-tune (512 steps) on the sample corpus measured
-    # bits/byte 2.97 -> 1.70 (43% better), cloze accuracy 0.41 (base 0.26, chance
-    # 0.25, 85 items), recall@5 0.90, no red-team violation, no extraction, no PII,
-    # no hallucination (its RAG answers were empty). Floors sit well below those
-    # figures, so `make demo` passes, and well above what a broken checkpoint gets.
+    # bits/byte 2.97 -> 1.72 (42% better), cloze accuracy 0.388 (base 0.329, chance
+    # 0.25, 85 items), recall@5 0.90, hallucination 0.175, no red-team violation,
+    # no extraction, no PII (README, 2026-11-26). Floors sit below those figures,
+    # so `make demo` passes, and well above what a broken checkpoint gets.
     "tiny": GateConfig(
         Floors(
             min_improvement_vs_base=0.2,

@@ -7,7 +7,8 @@ a served deployment (vLLM, batching, another GPU) has its own figures.
 
 - load time (M7): from reading the checkpoint under the data root to the
   first generated token;
-- time to first token (M2) and output tokens/s (M3) per prompt, p50 and p95;
+- time to first token (M2) and output tokens/s (M3) per prompt, p50 and p95
+  (and tokens/s over all of them: output tokens over generation time);
 - peak memory (M8): CUDA's peak allocated against the card's total, or the
   process's peak RSS against the machine's RAM on CPU;
 - cost per 1k output tokens (M4): the configured price of a device hour over
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import os
 import resource
-import statistics
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -131,7 +131,8 @@ def serving_figures(
         "latency_ms_p50": percentile(latency, 50),
         "latency_ms_p95": percentile(latency, 95),
         "tokens_per_second": tokens_per_second,
-        "tokens_per_second_p50": statistics.median(rates) if rates else 0.0,
+        "tokens_per_second_p50": percentile(rates, 50),
+        "tokens_per_second_p95": percentile(rates, 95),
         "price_per_device_hour_usd": price_per_hour_usd,
         "cost_per_1k_tokens_usd": cost,
         "ttft_ms": ttft,

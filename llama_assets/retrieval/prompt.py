@@ -1,8 +1,9 @@
 """The one prompt template for answering with retrieved chunks.
 
-The eval's RAG QA and red-team runs and the serving path build the prompt
-here, so what is measured is what is served. Plain text (no chat template):
-the platform's variants are base models fine-tuned on raw text.
+The eval's RAG QA and red-team runs build the prompt here, and so should a RAG
+application in front of the served model (the gateway forwards prompts as the
+client sent them): then what is measured is what is served. Plain text (no chat
+template): the platform's variants are base models fine-tuned on raw text.
 """
 
 from __future__ import annotations

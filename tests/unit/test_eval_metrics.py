@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from evals import serving
 from evals.lm_harness import CLOZE_CHOICES, cloze_items
 from evals.memorisation import extraction_cases, extraction_rate, pii_in_outputs
 from evals.perplexity import document_loss, rolling_windows
@@ -248,3 +249,49 @@ def test_percentile_matches_numpy():
     values = [12.0, 3.0, 7.5, 100.0, 42.0, 8.0, 9.0]
     for q in (0, 50, 90, 95, 100):
         assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
+
+
+def test_serving_figures_by_hand(monkeypatch):
+    # Two prompts after the warm-up: 32 tokens in 0.5 s (first at 10 ms) and 32 in
+    # 1.5 s (first at 30 ms).
+    runs = iter(
+        [
+            {"ttft_s": 1.0, "seconds": 9.0, "tokens": 2, "text": "warm-up, not counted"},
+            {"ttft_s": 0.010, "seconds": 0.5, "tokens": 32, "text": "one"},
+            {"ttft_s": 0.030, "seconds": 1.5, "tokens": 32, "text": "two"},
+        ]
+    )
+    monkeypatch.setattr(serving, "generate_timed", lambda *args: next(runs))
+    model = SimpleNamespace(eval=lambda: None)
+    figures = serving.serving_figures(
+        model, None, torch.device("cpu"), 3.6, prompts=("p", "q"), load_seconds=2.5
+    )
+    assert figures["prompts"] == 2 and figures["outputs"] == ["one", "two"]
+    assert figures["load_to_first_token_s"] == 2.5
+    assert figures["ttft_ms"] == pytest.approx([10.0, 30.0])
+    assert figures["ttft_ms_p50"] == pytest.approx(20.0)  # halfway between the two
+    assert figures["ttft_ms_p95"] == pytest.approx(29.0)  # 10 + 0.95 * 20
+    assert figures["latency_ms_p50"] == pytest.approx(1000.0)
+    assert figures["latency_ms_p95"] == pytest.approx(1450.0)
+    assert figures["tokens_per_second"] == pytest.approx(32.0)  # 64 tokens in 2 s
+    # Per prompt: 64 and 21.33 tokens/s.
+    assert figures["tokens_per_second_p50"] == pytest.approx((64 + 64 / 3) / 2)
+    assert figures["tokens_per_second_p95"] == pytest.approx(64 / 3 + 0.95 * (64 - 64 / 3))
+    # $3.60 an hour is $0.001 a second; 1,000 tokens at 32 tokens/s take 31.25 s.
+    assert figures["cost_per_1k_tokens_usd"] == pytest.approx(0.03125)
+    share = figures["peak_memory_bytes"] / figures["device_memory_bytes"]
+    assert figures["peak_memory_share"] == pytest.approx(share) and 0 < share < 1
+    assert figures["memory_measure"] == "process peak RSS"
+
+
+def test_the_first_token_clock_starts_at_the_prompt_and_stops_at_the_first_new_token(
+    monkeypatch,
+):
+    now = iter([100.0, 100.25])
+    monkeypatch.setattr(serving.time, "perf_counter", lambda: next(now))
+    clock = serving.FirstTokenClock()  # 100.0
+    clock.put(torch.tensor([[1, 2, 3]]))  # generate hands over the prompt first
+    assert clock.first is None
+    clock.put(torch.tensor([4]))  # the first new token, at 100.25
+    clock.put(torch.tensor([5]))
+    assert clock.first == pytest.approx(0.25)
