@@ -274,3 +274,39 @@ def test_gate_promotion_history_and_automatic_rollback(layout, instance, resourc
     assert isinstance(follow_up, dg.SkipReason)
     assert "every champion is current" in follow_up.skip_message
     assert read_aliases(layout.aliases("tiny"))["champion"] == v1
+
+
+def test_a_challenger_that_failed_the_gate_leaves_the_champion_and_says_why(
+    layout, instance, resources
+):
+    # promoted_model on its own (as a user may select it): a report whose blocking
+    # checks failed moves nothing, and the materialisation lists what failed.
+    from llama_assets.deployment.registry import promote
+
+    models = layout.models("tiny")
+    models.mkdir(parents=True)
+    (models / "latest.json").write_text(json.dumps({"version": "v2"}))
+    failed = {"name": "bits_per_byte_floor", "passed": False, "blocking": True,
+              "figures": {"finetuned_bits_per_byte": 3.1}}  # fmt: skip
+    for version, gate in (
+        ("v1", {"passed": True, "failed": [], "checks": []}),
+        ("v2", {"passed": False, "failed": [failed["name"]], "checks": [failed]}),
+    ):
+        report = layout.reports("tiny", version)
+        report.mkdir(parents=True)
+        (report / "report.json").write_text(json.dumps({"gate": gate}))
+    promote(layout.aliases("tiny"), "v1", reason="test")
+
+    result = dg.materialize(
+        [promoted_model], instance=instance, resources=resources, partition_key="tiny"
+    )
+    assert result.success
+    aliases = read_aliases(layout.aliases("tiny"))
+    assert aliases["champion"] == "v1" and aliases.get("candidate") is None
+    assert [entry["action"] for entry in aliases["history"]] == ["promote"]
+    metadata = result.asset_materializations_for_node("promoted_model")[0].metadata
+    assert metadata["action"].value == "kept champion"
+    assert metadata["gate_passed"].value is False
+    assert "bits_per_byte_floor (finetuned_bits_per_byte=3.1)" in metadata["why"].value
+    [holds] = result.get_asset_check_evaluations()
+    assert holds.check_name == CHAMPION_HOLDS and holds.passed  # v1's own report passed
