@@ -1,6 +1,7 @@
-"""The S3 server goes down mid-run: steps retry with exponential backoff and
-jitter, fail with one clear sentence when it stays down, and complete with
-nothing lost or duplicated once it is back."""
+"""The S3 server is down when a run starts: steps retry with exponential backoff
+and jitter, fail with one clear sentence when it stays down, and complete with
+nothing lost or duplicated once it is back (3 s later). A server stopped while a
+step writes is not covered here (tests/storage/test_s3_crash.py kills writers)."""
 
 from __future__ import annotations
 
