@@ -15,7 +15,11 @@ watches for the stop itself:
   waits for the retry, so the run ends within a second or so, and the runner
   turns it into `Interrupted`: the run is marked canceled, its pool slots are
   freed, and the next `run` resumes from what was materialised (training from
-  its last checkpoint).
+  its last checkpoint);
+- it raises it again at each later sign that the run goes on, until the runner
+  acknowledges it: raised while a step runs, the KeyboardInterrupt is that
+  step's error, and Dagster retries the step (a fresh-clone run saw a SIGTERM
+  absorbed twice this way, and the run complete).
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ class InterruptWatch:
     def __init__(self) -> None:
         self.stopping = threading.Event()
         self._main = threading.main_thread().ident
-        self._raised = False
+        self._acknowledged = False
         self._lock = threading.Lock()
 
     @contextmanager
@@ -78,12 +82,21 @@ class InterruptWatch:
             error = error.cause
 
     def stop(self) -> None:
-        """Raise KeyboardInterrupt in the main thread, once."""
+        """Raise KeyboardInterrupt in the main thread, until the runner acknowledges it."""
         self.stopping.set()
         with self._lock:
-            if self._raised or self._main is None:
+            if self._acknowledged or self._main is None:
                 return
-            self._raised = True
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(
-            ctypes.c_ulong(self._main), ctypes.py_object(KeyboardInterrupt)
-        )
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                ctypes.c_ulong(self._main), ctypes.py_object(KeyboardInterrupt)
+            )
+
+    def arm(self) -> None:
+        """A run starts in the main thread: a stop may be raised in it again."""
+        with self._lock:
+            self._acknowledged = False
+
+    def acknowledge(self) -> None:
+        """The main thread has left the run (stopped or ended): raise nothing more."""
+        with self._lock:
+            self._acknowledged = True

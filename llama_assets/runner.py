@@ -248,6 +248,7 @@ class Runner:
         job = self._definitions().resolve_job_def(run.job_name)
         run_id = str(uuid.uuid4())
         progress = _Progress(self.instance, run_id, run.partition, self.echo, self.live, self.watch)
+        self.watch.arm()
         progress.start()
         try:
             result = job.execute_in_process(
@@ -260,9 +261,11 @@ class Runner:
                 raise_on_error=False,
             )
             # Inside the try: the progress thread may raise the stop in this thread
-            # (InterruptWatch.stop) just as the run ends, while it is being joined.
+            # (InterruptWatch.stop) just as the run ends, until it is acknowledged.
+            self.watch.acknowledge()
             progress.stop()
         except KeyboardInterrupt:
+            self.watch.acknowledge()
             progress.stop()
             self._cancel(run_id)
             raise Interrupted(_stopped_sentence(run, progress.running)) from None
@@ -409,8 +412,9 @@ class _Progress:
     def __init__(self, instance, run_id: str, partition, echo, live: bool, watch) -> None:
         self.instance, self.run_id, self.partition = instance, run_id, partition
         self.echo, self.live, self.watch = echo, live, watch
-        # The step a stop would interrupt: started or waiting for its pool slot, until
-        # it succeeds.
+        # The step a stop names: the last one started or waiting for its pool slot. Not
+        # cleared when it succeeds: a signal inside a step can take effect only after
+        # it ends (Dagster defers it outside its interruptible sections).
         self.running: str | None = None
         self.metadata: dict = {}
         self._cursor: str | None = None
@@ -485,8 +489,6 @@ class _Progress:
                 self.watch.seen(event.step_failure_data.error)
                 self.echo(f"  ✗ {self._label(step)} {seconds:6.1f}s")
                 return
-            if self.running == step:
-                self.running = None
             metadata = self._step_metadata.get(step, {})
             headline = " ".join(f"{k}={_fmt(metadata[k])}" for k in HEADLINE if k in metadata)
             self.echo(f"  ✓ {self._label(step)} {seconds:6.1f}s  {headline}")
