@@ -113,7 +113,9 @@ class DataLayout:
     # shared stores -------------------------------------------------------------
     @property
     def dedup_index(self) -> Location:
-        """The persistent dedup index of every batch (SQLite, one file)."""
+        """The persistent dedup index of every batch on a local root (SQLite, one
+        file); an s3:// root keeps it in the instance's Postgres instead
+        (`resources/storage.py`), where every run worker sees it."""
         return self.root / "dedup" / "index.sqlite"
 
     @property
