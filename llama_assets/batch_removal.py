@@ -20,6 +20,7 @@ from llama_assets.base.layout import DataLayout, split_batch_key
 from llama_assets.base.shards import scan_shards
 from llama_assets.base.store import Location, read_tree_file
 from llama_assets.curate.dedup_index import DedupIndex
+from llama_assets.jobs import QUIET_RUN_CONFIG
 from llama_assets.partitions import BATCHES
 from llama_assets.retrieval.index import (
     batch_filter,
@@ -261,8 +262,9 @@ def rebuild_snapshot(instance: dg.DagsterInstance, layout: DataLayout, resources
         layout.training_dataset.rmtree()
         return
     result = dg.materialize(
-        [training_dataset], instance=instance, resources=resources, raise_on_error=False
-    )
+        [training_dataset], instance=instance, resources=resources,
+        run_config=QUIET_RUN_CONFIG, raise_on_error=False,
+    )  # fmt: skip
     if not result.success:
         raise RuntimeError(
             "the batch is removed, but rebuilding the training snapshot failed: run "

@@ -31,7 +31,7 @@ from llama_assets.base.locks import file_lock, lock_holder
 from llama_assets.dead_runs import ACTIVE, reap_dead_runs, run_tags
 from llama_assets.ingest.landing import scan_landing
 from llama_assets.interrupts import Interrupted, InterruptWatch
-from llama_assets.jobs import ALL_ASSETS, JOBS, asset_graph, job_for
+from llama_assets.jobs import ALL_ASSETS, JOBS, QUIET_RUN_CONFIG, asset_graph, job_for
 from llama_assets.partitions import BATCHES, batch_partitions, variant_partitions
 from llama_assets.staleness import AssetPartition, Staleness, find_stale
 from llama_assets.training.assets import finetuned_checkpoint
@@ -56,9 +56,7 @@ HEADLINE = (
     "action",
     "champion",
 )
-# Step failures are reported by the runner as sentences; the console logger would
-# print each one again with its stack trace.
-QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+QUIET = QUIET_RUN_CONFIG
 FOLLOWED = {
     DagsterEventType.STEP_START,
     DagsterEventType.STEP_SUCCESS,
