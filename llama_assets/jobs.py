@@ -81,13 +81,13 @@ rollout_job = dg.define_asset_job(
     "blue-green switch or switch back), decided by the canary sensor or a person.",
 )
 JOBS = [batch_job, dataset_job, model_job]
+"""The jobs that bring assets up to date (`run` plans with them); `rollout_job` only moves
+a rollout, one command at a time."""
 
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 """Run config of the CLI's in-process runs: the CLI reports progress and failures
 in its own lines and sentences; Dagster's console logger would print every event
 (and each failure again with its stack trace)."""
-"""The jobs that bring assets up to date (`run` plans with them); `rollout_job` only moves
-a rollout, one command at a time."""
 
 
 def job_for(partitions_def: dg.PartitionsDefinition | None) -> dg.UnresolvedAssetJobDefinition:

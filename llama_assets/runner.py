@@ -56,7 +56,6 @@ HEADLINE = (
     "action",
     "champion",
 )
-QUIET = QUIET_RUN_CONFIG
 FOLLOWED = {
     DagsterEventType.STEP_START,
     DagsterEventType.STEP_SUCCESS,
@@ -250,7 +249,7 @@ class Runner:
         progress.start()
         try:
             result = job.execute_in_process(
-                run_config={**QUIET, **(run_config or {})},
+                run_config={**QUIET_RUN_CONFIG, **(run_config or {})},
                 instance=self.instance,
                 partition_key=run.partition,
                 asset_selection=list(run.assets),
@@ -460,11 +459,11 @@ class _Progress:
             pool = (event.engine_event_data.metadata or {}).get("pool")
             if pool is not None:
                 self.running = step  # a stop while it waits is a stop during this step
-            if pool is not None and step not in self._blocked:
-                # A step waiting for a pool slot must not look hung: say who holds it.
-                self._blocked.add(step)
-                holders = _holders(self.instance, pool.value, self.run_id)
-                self.echo(f"  ⏸ {self._label(step)} waiting for pool {pool.value!r}{holders}")
+                if step not in self._blocked:
+                    # A step waiting for a pool slot must not look hung: say who holds it.
+                    self._blocked.add(step)
+                    holders = _holders(self.instance, pool.value, self.run_id)
+                    self.echo(f"  ⏸ {self._label(step)} waiting for pool {pool.value!r}{holders}")
             return
         if event.event_type == DagsterEventType.STEP_UP_FOR_RETRY:
             self.watch.seen(event.step_retry_data.error)

@@ -500,7 +500,7 @@ def create_gateway_app(
             headers["x-llama-version"] = attempt.version
             if attempt.response is None or attempt.response.status != 200:
                 return await upstream_failed(
-                    attempt, endpoint, headers, started, retried, key, rid, prompt, span
+                    attempt, endpoint, headers, started, retried, key, rid, prompt
                 )
             if parsed.stream:
                 return StreamingResponse(
@@ -579,7 +579,7 @@ def create_gateway_app(
         return 504 if attempt.error == "timeout" else 502
 
     async def upstream_failed(
-        attempt: Attempt, endpoint, headers, started, retried, key, rid, prompt, span
+        attempt: Attempt, endpoint, headers, started, retried, key, rid, prompt
     ) -> Response:
         code = status_of(attempt)
         if attempt.response is not None:
@@ -597,7 +597,8 @@ def create_gateway_app(
             body = error_body(
                 f"the backend of {attempt.version} failed: {attempt.error}", "BadGatewayError", code
             )
-        (span or trace.get_current_span()).set_status(Status(StatusCode.ERROR, f"upstream {code}"))
+        # The request's span: both callers run inside `handle`'s.
+        trace.get_current_span().set_status(Status(StatusCode.ERROR, f"upstream {code}"))
         finish(attempt, endpoint, code, started, None, [], 0, 0, retried)
         log_request(key, rid, endpoint, prompt, attempt.version, attempt.role, code, started)
         return JSONResponse(body, code, headers=headers)
@@ -609,7 +610,7 @@ def create_gateway_app(
         except UPSTREAM_ERRORS as exc:  # the backend died before its answer was whole
             attempt.response, attempt.error = None, upstream_failure(exc)[0]
             return await upstream_failed(
-                attempt, endpoint, headers, started, retried, key, rid, prompt, None
+                attempt, endpoint, headers, started, retried, key, rid, prompt
             )
         finally:
             response.release()
