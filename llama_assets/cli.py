@@ -409,7 +409,9 @@ def serve(
     from llama_assets.serving.serve import NothingToServe, gateway_config, run_gateway
     from llama_assets.serving.vllm import VllmUnavailable
 
-    layout = DataLayout(data_root())  # no Dagster in the serving process
+    # No Dagster in the serving process (4 s of imports, and a gateway outlives any
+    # run): S3 through the store's own client, built as dagster-aws's S3Resource does.
+    layout = DataLayout(data_root())
     champion = read_aliases(layout.aliases(variant))["champion"]
     try:
         config = gateway_config(layout, variant, champion, host, keys_file, price_per_hour)
@@ -485,10 +487,9 @@ reason_option = click.option("--reason", default="", help="why (kept in the hist
 @rollout.command("status", help="The routing state and its last moves.")
 @variant_option
 def rollout_status(variant: str) -> None:
-    from llama_assets.base.layout import DataLayout
     from llama_assets.serving.routing import read_state
 
-    _print_route(read_state(DataLayout(data_root()).deployment(variant), variant))
+    _print_route(read_state(_resources()["storage"].layout.deployment(variant), variant))
 
 
 def _rollout_command(name: str, action: str, help_text: str, version: bool = False):

@@ -8,9 +8,12 @@ stage branches on the scheme. Two stores sit behind it:
 - `LocalStore`: files under a directory; writes go to a temporary sibling,
   are fsynced and renamed into place; conditional writes (compare-and-swap)
   hold an flock on the object's folder.
-- `S3Store`: objects under ``s3://bucket/prefix`` through a boto3 client (the
-  one dagster-aws's ``S3Resource`` builds, see resources/storage.py; worker
-  processes that must not import Dagster build the same client here). Every
+- `S3Store`: objects under ``s3://bucket/prefix`` through a boto3 client: the
+  one dagster-aws's ``S3Resource`` builds (resources/storage.py) in every
+  Dagster process; `plain_s3_client`, the same session, retries and ``AWS_*``
+  settings, in the processes that do not import Dagster: torchrun workers,
+  part workers, base-model downloads (resources/model_store.py, used by both)
+  and the serving gateway, which outlives every run. Every
   PUT carries its ``ChecksumSHA256``, which the server verifies; conditional
   PUTs use ``If-None-Match: *`` and ``If-Match: <etag>``. Connection failures
   are retried by botocore's standard mode (exponential backoff with full

@@ -1,7 +1,13 @@
-"""The S3 server is down when a run starts: steps retry with exponential backoff
-and jitter, fail with one clear sentence when it stays down, and complete with
-nothing lost or duplicated once it is back (3 s later). A server stopped while a
-step writes is not covered here (tests/storage/test_s3_crash.py kills writers)."""
+"""S3 outages against a real server (SeaweedFS on loopback).
+
+- Down when a run starts: steps retry with exponential backoff and jitter, fail
+  with one clear sentence when the server stays down, and complete with nothing
+  lost or duplicated once it is back (3 s later).
+- Stopped while a step writes: the server is killed between a shard set's parts
+  and its manifest; the step's retry publishes the set once the server is back,
+  the dedup index counts each document once, and the parts the failed attempt
+  uploaded are collected.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,8 @@ import dagster as dg
 import pytest
 from dagster._core.events import DagsterEventType
 
-from llama_assets.curate.assets import validated_documents
+from llama_assets.base.shards import MANIFEST, read_manifest
+from llama_assets.curate.assets import clean_shards, validated_documents
 from llama_assets.ingest.assets import raw_documents
 from llama_assets.ingest.landing import add_to_landing
 from llama_assets.policies import IO_RETRY
@@ -123,3 +130,59 @@ def test_an_unreachable_endpoint_reads_as_a_sentence_in_the_cli(tmp_path):
         assert "Traceback" not in out, out
         assert f"the object store at {endpoint} did not answer" in out, out
         assert "check that the server is up" in out, out
+
+
+def test_a_server_stopped_while_a_step_writes(server, tmp_path, instance, monkeypatch, pg_url):
+    import resources.storage
+
+    uri = "s3://llama/mid-write"
+    monkeypatch.setenv("LLAMA_DEDUP_INDEX_URL", pg_url)
+    monkeypatch.setenv("LLAMA_GC_GRACE_SECONDS", "0")
+    stopped: list[str] = []
+    restart = threading.Timer(2.0, server.start)
+
+    def stop_before_the_manifest(params, **_):
+        # The moment a table format fears: every part is up, the manifest is not.
+        key = params.get("Key", "")
+        if not stopped and "/shards/" in key and key.endswith(MANIFEST):
+            stopped.append(key)
+            server.stop()
+            restart.start()
+
+    def client():
+        made = real_client()
+        made.meta.events.register("provide-client-params.s3.PutObject", stop_before_the_manifest)
+        return made
+
+    real_client = resources.storage.s3_client
+    monkeypatch.setattr(resources.storage, "s3_client", client)
+    storage = DataRoot(root=uri)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(8):
+        (docs / f"{i}.txt").write_text(topic(i))
+    add_to_landing(docs, storage.layout.landing, "docs", "one")
+    instance.add_dynamic_partitions("batches", [KEY])
+
+    result = dg.materialize(
+        [raw_documents, validated_documents, clean_shards], instance=instance,
+        resources={"storage": storage}, partition_key=KEY,
+    )  # fmt: skip
+    restart.join()
+    assert stopped, "the server was never stopped: no shard manifest was written"
+    assert result.success and restarts(instance, result.run_id) >= 1
+    failures = instance.get_records_for_run(result.run_id, of_type=DagsterEventType.STEP_FAILURE)
+    assert not failures.records  # the step retried; it never failed for good
+
+    table = storage.layout.shards(KEY)
+    manifest = read_manifest(table)  # verifies every part's size and sha256
+    shards = read_table(table)
+    valid = read_table(staged(storage.layout, validated_documents.key, KEY))
+    assert shards["doc_id"].n_unique() == shards.height == manifest["rows"] > 0
+    assert set(shards["doc_id"]) <= set(valid["doc_id"])
+    index = storage.dedup_index(instance)
+    assert index.batch_counts() == {KEY: shards.height}
+    # The attempt cut off by the outage left parts no manifest lists; the retry
+    # collected them (grace period 0 here).
+    listed = {MANIFEST, *(s["file"] for s in manifest["shards"])}
+    assert [o.key for o in table.files() if o.key not in listed] == []
