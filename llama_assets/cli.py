@@ -285,9 +285,8 @@ def search(query: str, k: int, mode: str) -> None:
     table, resources = _chunks_table(replica=True)
     location = resources["vector_store"].location
     uri = str(location)
-    # A missing or cut fragment can read back as fewer hits without an error
-    # (on S3 the server verified each file's checksum when it was written).
-    problems = verify_checksums(location.local, hashes=False) if location.is_local else []
+    # A missing or cut fragment can read back as fewer hits without an error.
+    problems = verify_checksums(location, hashes=False)
     try:
         if problems:
             raise RuntimeError("; ".join(problems[:3]))
@@ -458,9 +457,12 @@ def rollout() -> None:
 def _rollout(variant: str, **command) -> None:
     from llama_assets.deployment.rollout import RolloutRefused
     from llama_assets.deployment.rollout_assets import run_rollout_command
+    from llama_assets.jobs import QUIET_RUN_CONFIG
 
     try:
-        state = run_rollout_command(_instance(), _resources(), variant, **command)
+        state = run_rollout_command(
+            _instance(), _resources(), variant, loggers=QUIET_RUN_CONFIG["loggers"], **command
+        )
     except RolloutRefused as error:
         raise ExpectedStop(f"rollout {command['action']} refused: {error}", exit_code=1) from error
     _print_route(state)

@@ -335,16 +335,25 @@ def serving_deployment(
 
 
 def run_rollout_command(
-    instance: dg.DagsterInstance, resources: dict, variant: str, **command
+    instance: dg.DagsterInstance,
+    resources: dict,
+    variant: str,
+    *,
+    loggers: dict | None = None,
+    **command,
 ) -> RouteState:
     """Apply one command as a run of `serving_deployment` on `instance` (audited like the
-    sensor's); returns the new state, or raises RolloutRefused with the run's reason."""
+    sensor's); returns the new state, or raises RolloutRefused with the run's reason.
+    `loggers`: the run's logger config (the CLI silences Dagster's console log)."""
     result = dg.materialize(
         [serving_deployment],
         partition_key=variant,
         instance=instance,
         resources=resources,
-        run_config={"ops": {serving_deployment.op.name: {"config": command}}},
+        run_config={
+            "ops": {serving_deployment.op.name: {"config": command}},
+            **({"loggers": loggers} if loggers else {}),
+        },
         tags={"rollout/action": command.get("action", "sync"), "rollout/by": "cli"},
         raise_on_error=False,
     )

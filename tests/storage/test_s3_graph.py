@@ -4,7 +4,8 @@ Both roots run the same CLI commands in this process (ingest, run, status,
 search, restore-index, remove-batch --dry-run, rollback), against a real S3
 server (SeaweedFS on loopback) and the machine's PostgreSQL for the shared
 dedup index. Then: the same clean-shard checksums, the same `chunks` rows and
-the same eval figures.
+the same eval figures. Last, the S3 root's day two: a backfill, a second batch
+and a second champion, a real rollback, an index restore and a batch removal.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ def run_graph(root: str, home: Path, corpus: Path, monkeypatch) -> dict:
         "versions": versions,
         "plan": plan,
         "champion": (layout.aliases("tiny")).read_json()["champion"],
+        "home": home,
     }
 
 
@@ -168,12 +170,84 @@ def test_every_artifact_of_the_s3_run_is_in_the_bucket(graphs, s3_server):
     assert "path(s) to delete" in remote["plan"]
 
 
+def champion_history(layout: DataLayout) -> list[tuple[str, str]]:
+    return [(m["action"], m["version"]) for m in layout.aliases("tiny").read_json()["history"]]
+
+
+def test_day_two_on_the_s3_root(graphs, s3_server, pg_url, tmp_path, monkeypatch):
+    """backfill, a second champion through a rollout, rollback, restore-index
+    --version and remove-batch, each as a user types it, on the S3 root."""
+    _, remote, uri = graphs
+    for name, value in {
+        **s3_server.env,
+        "LLAMA_DATA_ROOT": uri,
+        "DAGSTER_HOME": str(remote["home"]),
+        "LLAMA_DEDUP_INDEX_URL": pg_url,
+        "LLAMA_CACHE_DIR": str(tmp_path / "cache"),
+        "HF_HUB_OFFLINE": "1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("LLAMA_EMBEDDING_CACHE")
+    layout = DataLayout(uri)
+    first = remote["champion"]
+    rows = remote["chunks"].num_rows
+
+    # A backfill re-materialises the batch from its landed files and changes nothing.
+    out = invoke("backfill", "--partitions", KEY)
+    assert "✓ rag_index" in out, out
+    table = connect(layout.lancedb).open_table(TABLE_NAME)
+    assert table.count_rows() == rows
+    first_index_version = table.version
+
+    # A second batch: a new dataset, a new fine-tune, a release candidate.
+    corpus = tmp_path / "three"
+    corpus.mkdir()
+    for i in (12, 13, 14):
+        (corpus / f"{TOPIC_KEYS[i]}.txt").write_text(topic(i))
+    invoke("ingest", str(corpus), "--source", "docs", "--batch", "three")
+    out = invoke("run", "--max-steps", "4")
+    assert "✓ promoted_model" in out, out
+    candidate = layout.aliases("tiny").read_json()["candidate"]
+    assert candidate and candidate != first
+    grown = connect(layout.lancedb).open_table(TABLE_NAME).count_rows()
+    assert grown > rows
+
+    # The run started its canary; a second one is refused in a sentence.
+    refused = CliRunner().invoke(cli, ["rollout", "canary"])
+    assert refused.exit_code == 1, refused.output
+    assert refused.output.strip() == (
+        f"error: rollout canary refused: canary refused for tiny: {candidate} is already "
+        "being rolled out"
+    )
+    # To 100% (no traffic here: promoted by hand), then back.
+    invoke("rollout", "promote", "--reason", "day two")
+    assert layout.aliases("tiny").read_json()["champion"] == candidate
+    assert f"champion is now {first}" in invoke("rollback", "--reason", "day two")
+    assert champion_history(layout) == [
+        ("promote", first), ("candidate", candidate), ("promote", candidate), ("rollback", first),
+    ]  # fmt: skip
+    assert "stable " + first in invoke("rollout", "status")
+
+    # The index as it was after the backfill, as a new version.
+    out = invoke("restore-index", "--version", str(first_index_version), "--yes")
+    table = connect(layout.lancedb).open_table(TABLE_NAME)
+    assert table.count_rows() == rows and table.version > first_index_version, out
+
+    # The second batch removed everywhere; the first is untouched.
+    invoke("remove-batch", "docs/three", "--yes")
+    status = invoke("status")
+    assert "docs/three" not in status and KEY in status
+    assert not layout.landing_batch("docs/three").exists()
+    assert not layout.shards("docs/three").exists()
+    assert connect(layout.lancedb).open_table(TABLE_NAME).count_rows() == rows
+
+
 def test_the_landing_sensor_registers_a_batch_landed_on_s3(graphs, s3_env, tmp_path, monkeypatch):
     from llama_assets.ingest.landing import add_to_landing
     from resources.storage import DataRoot
     from sensors.landing import landing_zone_sensor
 
-    _, _, uri = graphs
+    _, _, uri = graphs  # after the day-two test, which lands and removes docs/three
     monkeypatch.setenv("LLAMA_COALESCE_WINDOW_SECONDS", "0")
     (tmp_path / "b.txt").write_text(topic(11))
     storage = DataRoot(root=uri)
