@@ -11,9 +11,10 @@ stage branches on the scheme. Two stores sit behind it:
 - `S3Store`: objects under ``s3://bucket/prefix`` through a boto3 client: the
   one dagster-aws's ``S3Resource`` builds (resources/storage.py) in every
   Dagster process; `plain_s3_client`, the same session, retries and ``AWS_*``
-  settings, in the processes that do not import Dagster: torchrun workers,
-  part workers, base-model downloads (resources/model_store.py, used by both)
-  and the serving gateway, which outlives every run. Every
+  settings, in code that does not import Dagster: torchrun workers, part
+  workers, base-model downloads (resources/model_store.py, used by both), the
+  `chunks` table's file record (retrieval/index.py, a pure module) and the
+  serving gateway, which outlives every run. Every
   PUT carries its ``ChecksumSHA256``, which the server verifies; conditional
   PUTs use ``If-None-Match: *`` and ``If-Match: <etag>``. Connection failures
   are retried by botocore's standard mode (exponential backoff with full

@@ -245,15 +245,13 @@ def repair_index(context, layout, vector_store: LanceDBResource, dim: int, other
     table aside and rebuild it from every other registered batch's checksummed
     chunks and embeddings (this run then upserts its own batch). Returns the
     batches rebuilt (none when the table is intact)."""
-    uri = vector_store.location.local
-    if uri is None:
-        return []  # on S3 the server verified each file's checksum when it was written
-    problems = verify_checksums(uri)
+    location = vector_store.location
+    problems = verify_checksums(location)
     if not problems:
         return []
-    aside = set_aside(uri)
+    aside = set_aside(location)
     context.log.warning(
-        f"the chunks table under {uri} is damaged ({'; '.join(problems[:3])}): moved aside "
+        f"the chunks table under {location} is damaged ({'; '.join(problems[:3])}): moved aside "
         f"to {aside}; rebuilding it from the chunks and embeddings of every batch"
     )
     table = vector_store.chunks_table(dim)

@@ -271,10 +271,9 @@ def maintain_indexes(table: lancedb.table.Table, ann_min_rows: int = ANN_MIN_ROW
 
 
 def record_table_files(table: lancedb.table.Table) -> None:
-    """Record the checksums of the table's files after a write (`index_files`); a
-    table on an object store keeps its own (its writes are checksummed there)."""
-    if "://" not in str(table.uri):
-        record_checksums(Path(table.uri).parent)
+    """Record the checksums of the table's files after a write (`index_files`),
+    on the local store and on S3 alike."""
+    record_checksums(as_location(str(table.uri).rstrip("/").rpartition("/")[0]))
 
 
 def _build_vector_index(table: lancedb.table.Table, rows: int) -> None:

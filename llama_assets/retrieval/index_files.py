@@ -3,90 +3,144 @@
 LanceDB reads a truncated or deleted fragment with an error, but a flipped byte
 inside a vector or an offset can read back as a wrong value without one. Lance
 files are immutable once written (every write adds files and a new version),
-so the size and sha256 of each file are recorded after every write
-(`record_checksums`, which hashes only the files it has not seen) in
-``<lancedb>/chunks.checksums.json``, and `verify_checksums` compares them. The
-owner of the table is ``rag_index``: its run verifies first and, on a problem,
-moves the damaged table aside and rebuilds it from every batch's checksummed
-chunks and embeddings (its upstream).
+so each file is recorded after every write (`record_checksums`) in
+``<lancedb>/chunks.checksums.json``, and `verify_checksums` compares. The
+record depends on the store (base/store.py):
+
+- local folder: size and sha256 (only files not seen before are hashed);
+- S3: size and ETag, from one LIST. The server verified each file's
+  checksum when it was written, and an object overwritten with other bytes
+  gets another ETag, so verifying is one LIST too: nothing is downloaded.
+
+The owner of the table is ``rag_index``: its run verifies first and, on a
+problem, sets the damaged table aside and rebuilds it from every batch's
+checksummed chunks and embeddings (its upstream).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
-from llama_assets.base.atomic import atomic_write_json, sha256_file
+from llama_assets.base.atomic import sha256_file
+from llama_assets.base.store import (
+    Location,
+    ObjectInfo,
+    PreconditionFailed,
+    as_location,
+    publish_manifest,
+)
 
 TABLE_DIR = "chunks.lance"
 CHECKSUMS = "chunks.checksums.json"
 CONTENT_DIRS = ("data", "_deletions", "_indices")
 """The table's content: fragments, deletion files, index files, each written once
 (version manifests and Lance's latest-version hint are rewritten and rebuilt)."""
+RECORD_ATTEMPTS = 5
+"""Writers racing on the record each re-list and retry (compare-and-swap)."""
 
 
-def _files(table_dir: Path) -> dict[str, int]:
-    return {
-        path.relative_to(table_dir).as_posix(): path.stat().st_size
-        for folder in CONTENT_DIRS
-        for path in sorted((table_dir / folder).rglob("*"))
-        if path.is_file()
-    }
+def _files(table: Location) -> dict[str, ObjectInfo]:
+    return {o.key: o for o in table.files() if o.key.split("/", 1)[0] in CONTENT_DIRS}
 
 
-def record_checksums(uri: Path | str) -> dict[str, dict]:
-    """Record every file of the table (new ones hashed; vanished ones dropped,
-    as after ``optimize``'s cleanup). Call after each write."""
-    uri = Path(uri)
-    table_dir = uri / TABLE_DIR
-    recorded = _read(uri)
-    current = _files(table_dir) if table_dir.is_dir() else {}
-    sums = {}
-    for name, size in current.items():
-        known = recorded.get(name)
-        if known is not None and known["bytes"] == size:
-            sums[name] = known
-        else:
-            sums[name] = {"bytes": size, "sha256": sha256_file(table_dir / name)}
-    atomic_write_json(uri / CHECKSUMS, sums)
-    return sums
+def _entry(table: Location, obj: ObjectInfo) -> dict:
+    if table.is_local:
+        return {"bytes": obj.size, "sha256": sha256_file(table.local / obj.key)}
+    return {"bytes": obj.size, "etag": obj.etag}
 
 
-def verify_checksums(uri: Path | str, hashes: bool = True) -> list[str]:
+def record_checksums(db: Location | Path | str) -> dict[str, dict]:
+    """Record every file of the table under the LanceDB folder `db` (new ones
+    hashed on the local store; vanished ones dropped, as after ``optimize``'s
+    cleanup). Call after each write."""
+    db = as_location(db)
+    table, target = db / TABLE_DIR, db / CHECKSUMS
+    kind = "sha256" if db.is_local else "etag"
+    attempts = RECORD_ATTEMPTS
+    while True:
+        recorded, etag = _read(target)
+        sums = {}
+        for name, obj in _files(table).items():
+            known = recorded.get(name)
+            # A known file keeps its record, so a damaged one stays found.
+            ok = known is not None and known["bytes"] == obj.size and kind in known
+            sums[name] = known if ok else _entry(table, obj)
+        try:
+            publish_manifest(target, sums, expected_etag=etag)
+            return sums
+        except PreconditionFailed:
+            # Another writer recorded since the read: list again, after its write.
+            attempts -= 1
+            if not attempts:
+                raise
+
+
+def verify_checksums(db: Location | Path | str, hashes: bool = True) -> list[str]:
     """Problems of the table's files against their record; empty when intact
-    (or when nothing was recorded yet). Without `hashes` only presence and sizes
-    are checked (a stat per file: cheap enough before every search)."""
-    uri = Path(uri)
-    table_dir = uri / TABLE_DIR
+    (or when nothing was recorded yet). One listing; on the local store,
+    without `hashes` only presence and sizes are checked (cheap enough before
+    every search), while on S3 the ETags always are (they come with the LIST)."""
+    db = as_location(db)
+    table = db / TABLE_DIR
+    recorded, _ = _read(db / CHECKSUMS)
+    if not recorded:
+        return []
+    current = _files(table)
     problems = []
-    for name, known in _read(uri).items():
-        path = table_dir / name
-        if not path.is_file():
+    for name, known in recorded.items():
+        obj = current.get(name)
+        if obj is None:
             problems.append(f"{name}: missing")
-        elif path.stat().st_size != known["bytes"]:
-            problems.append(f"{name}: size {path.stat().st_size} != {known['bytes']} recorded")
-        elif hashes and sha256_file(path) != known["sha256"]:
-            problems.append(f"{name}: sha256 mismatch")
+        elif obj.size != known["bytes"]:
+            problems.append(f"{name}: size {obj.size} != {known['bytes']} recorded")
+        elif kind := _changed(table, obj, known, hashes):
+            problems.append(f"{name}: {kind} mismatch")
     return problems
 
 
-def set_aside(uri: Path | str) -> Path:
-    """Move the damaged table (and its record) aside as ``chunks.lance.corrupt-<UTC
-    time>``, for a person to inspect; LanceDB no longer lists it."""
-    uri = Path(uri)
+def _changed(table: Location, obj: ObjectInfo, known: dict, hashes: bool) -> str | None:
+    """Which recorded checksum the file no longer matches, if any."""
+    local = table.local
+    if local is None:
+        return "etag" if "etag" in known and obj.etag != known["etag"] else None
+    if hashes and "sha256" in known and sha256_file(local / obj.key) != known["sha256"]:
+        return "sha256"
+    return None
+
+
+def set_aside(db: Location | Path | str) -> Location:
+    """Move the damaged table aside as ``chunks.lance.corrupt-<UTC time>`` and drop
+    its record, for a person to inspect; LanceDB no longer lists it, and a new
+    ``chunks`` table can be created in its place. On S3 (no rename) its objects
+    are copied, then deleted: interrupted, the table left behind still fails
+    verification and is set aside again on the next run."""
+    db = as_location(db)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    aside = uri / f"{TABLE_DIR}.corrupt-{stamp}"
-    shutil.move(str(uri / TABLE_DIR), str(aside))
-    (uri / CHECKSUMS).unlink(missing_ok=True)
+    table, aside = db / TABLE_DIR, db / f"{TABLE_DIR}.corrupt-{stamp}"
+    if db.is_local:
+        if table.local.exists():
+            table.local.rename(aside.local)
+    else:
+        objects = table.files()
+        for obj in objects:
+            db.store.copy((table / obj.key).key, (aside / obj.key).key)
+        # Content before the version manifests: a table left half-deleted still
+        # fails verification rather than looking empty.
+        objects.sort(key=lambda o: o.key.startswith("_versions/"))
+        db.store.delete((table / o.key).key for o in objects)
+    (db / CHECKSUMS).unlink()
     return aside
 
 
-def _read(uri: Path) -> dict[str, dict]:
+def _read(target: Location) -> tuple[dict[str, dict], str | None]:
+    """The record and its etag (None when there is none)."""
     try:
-        return json.loads((uri / CHECKSUMS).read_text())
+        data, etag = target.store.get_with_etag(target.key)
     except FileNotFoundError:
-        return {}
+        return {}, None
+    try:
+        return json.loads(data), etag
     except ValueError:
-        return {}  # a damaged record: re-recorded by the next write
+        return {}, etag  # a damaged record: re-recorded by the next write

@@ -5,19 +5,23 @@ says what to do.
 A flipped byte in a clean shard, with the repair sensor's run, is
 tests/sensors/test_shard_repair.py; a corrupt dedup index is
 tests/reliability/test_dedup_index.py; corrupt training checkpoints are skipped
-for the previous valid one (tests/unit/test_training_resume.py).
+for the previous valid one (tests/unit/test_training_resume.py). The ``chunks``
+table's files are checked on both stores: a local folder and a real S3 server.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import PurePosixPath
 
 import dagster as dg
 import polars as pl
 import pytest
 
 from llama_assets import cli
+from llama_assets.base.layout import DataLayout
 from llama_assets.base.shards import read_manifest
+from llama_assets.base.store import Location, open_root
 from llama_assets.curate.assets import clean_shards_table, validated_documents
 from llama_assets.deployment.assets import eval_report
 from llama_assets.partitions import BATCHES
@@ -25,6 +29,10 @@ from llama_assets.retrieval import index
 from llama_assets.retrieval.assets import chunks, embeddings, rag_index
 from llama_assets.retrieval.index_files import verify_checksums
 from llama_assets.tables import CORRUPT_TABLE, map_table, read_table, staged, write_table
+from resources.device import DeviceResource
+from resources.embedder import EmbedderResource
+from resources.storage import DataRoot
+from resources.vector_store import LanceDBResource
 from tests.landing import topic
 from tests.unit.test_index import rows
 
@@ -87,9 +95,30 @@ def table_rows(layout) -> list[tuple]:
     return sorted((r["chunk_id"], r["batch"], tuple(r["vector"])) for r in found)
 
 
+@pytest.fixture(params=["local", "s3"])
+def root(request, tmp_path) -> str:
+    """A data root: a local folder, or a prefix of its own on the real S3 server."""
+    if request.param == "local":
+        return str(tmp_path / "data")
+    return request.getfixturevalue("s3_uri")
+
+
+def fragments(db: Location) -> list[Location]:
+    """The data files of the ``chunks`` table under the LanceDB folder `db`."""
+    data = db / "chunks.lance" / "data"
+    return [data / o.key for o in data.files() if o.key.endswith(".lance")]
+
+
 def test_a_damaged_lancedb_fragment_is_found_and_rebuilt_from_upstream(
-    layout, instance, resources, monkeypatch, capsys
+    root, tmp_path, instance, monkeypatch, capsys
 ):
+    layout = DataLayout(root)
+    resources = {
+        "storage": DataRoot(root=root),
+        "vector_store": LanceDBResource(uri=f"{root}/lancedb"),
+        "embedder": EmbedderResource(),
+        "device": DeviceResource(preference="cpu"),
+    }
     keys = ["web/b1", "web/b2"]
     instance.add_dynamic_partitions(BATCHES, keys)
     for first, key in enumerate(keys):
@@ -103,16 +132,18 @@ def test_a_damaged_lancedb_fragment_is_found_and_rebuilt_from_upstream(
         assert result.success
     before = table_rows(layout)
     assert {r[1] for r in before} == {"b1", "b2"}
-    fragment = sorted((layout.lancedb.local / "chunks.lance" / "data").glob("*.lance"))[0]
+    fragment = fragments(layout.lancedb)[0]
     fragment.unlink()
+    kept = {f.name for f in fragments(layout.lancedb)}
     assert verify_checksums(layout.lancedb) == [f"data/{fragment.name}: missing"]
 
-    # Search says what is wrong and what to do, without a stack trace.
-    monkeypatch.setenv("LLAMA_DATA_ROOT", str(layout.root))
-    monkeypatch.setenv("DAGSTER_HOME", str(layout.root.parent / "dagster_home"))
+    # Search names the missing file and what to do, without a stack trace.
+    monkeypatch.setenv("LLAMA_DATA_ROOT", root)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     assert cli.main(["search", "statement", "--mode", "fts"]) == 1
     err = capsys.readouterr().err
     assert "cannot be read" in err and "restore-index" in err and "Traceback" not in err
+    assert f"data/{fragment.name}: missing" in err
 
     # The next rag_index run (any batch) rebuilds the table from the embeddings.
     result = dg.materialize(
@@ -122,19 +153,44 @@ def test_a_damaged_lancedb_fragment_is_found_and_rebuilt_from_upstream(
     assert meta["rebuilt_from_upstream"].value == [keys[0]]
     assert table_rows(layout) == before
     assert verify_checksums(layout.lancedb) == []
-    assert len(list(layout.lancedb.local.glob("chunks.lance.corrupt-*"))) == 1
+    aside = [p for p in layout.lancedb.iterdir() if p.name.startswith("chunks.lance.corrupt-")]
+    assert len(aside) == 1
+    assert kept and kept <= {PurePosixPath(o.key).name for o in aside[0].files()}
 
 
-def test_a_flipped_byte_in_a_lancedb_file_is_found(tmp_path):
-    table = index.open_table(index.connect(tmp_path), dim=4)
+@pytest.mark.parametrize("damage", ["deleted", "truncated", "overwritten"])
+def test_a_damaged_lancedb_file_is_found(root, damage):
+    db = open_root(root) / "lancedb"
+    table = index.open_table(index.connect(db), dim=4)
     index.upsert_batch(table, rows([f"a-{i}" for i in range(20)], "b1"), "s", "b1")
     index.maintain_indexes(table)
-    assert verify_checksums(tmp_path) == []
-    fragment = sorted((tmp_path / "chunks.lance" / "data").glob("*.lance"))[0]
+    assert verify_checksums(db) == []
+    fragment = fragments(db)[0]
     data = bytearray(fragment.read_bytes())
-    data[len(data) // 4] ^= 0x01  # may read back as a wrong value, without an error
-    fragment.write_bytes(bytes(data))
-    assert verify_checksums(tmp_path) == [f"data/{fragment.name}: sha256 mismatch"]
+    if damage == "deleted":
+        fragment.unlink()
+        expected = "missing"
+    elif damage == "truncated":
+        fragment.write_bytes(bytes(data[:100]))
+        expected = f"size 100 != {len(data)} recorded"
+    else:
+        data[len(data) // 4] ^= 0x01  # may read back as a wrong value, without an error
+        fragment.write_bytes(bytes(data))
+        expected = f"{'sha256' if db.is_local else 'etag'} mismatch"
+    assert verify_checksums(db) == [f"data/{fragment.name}: {expected}"]
+
+
+def test_verifying_an_s3_table_reads_its_record_and_one_listing(s3_uri):
+    db = open_root(s3_uri) / "lancedb"
+    table = index.open_table(index.connect(db), dim=4)
+    index.upsert_batch(table, rows([f"a-{i}" for i in range(20)], "b1"), "s", "b1")
+    index.maintain_indexes(table)
+    calls = []
+    db.store.client.meta.events.register(
+        "before-call.s3", lambda model, **_: calls.append(model.name)
+    )
+    assert verify_checksums(db) == []
+    assert calls == ["GetObject", "ListObjectsV2"]  # no table file is downloaded
 
 
 def test_a_damaged_fine_tune_fails_the_eval_once_naming_its_owner(layout, instance, resources):
