@@ -328,6 +328,9 @@ class BatchingEngine:
             return
         seq.finish_reason = reason
         seq.finished = time.perf_counter()
+        # An incomplete UTF-8 sequence at the end never completes: dropped, as vLLM's
+        # detokenizer does (it withholds text ending in U+FFFD and never sends it).
+        seq.text = seq.text.rstrip("\ufffd")
         rest = seq.text[seq.sent_chars :]
         seq.sent_chars = len(seq.text)
         self.observer.on_finished(seq)

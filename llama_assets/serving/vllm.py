@@ -28,6 +28,7 @@ so the commands and exports are tested without vLLM.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shlex
@@ -123,6 +124,9 @@ class ExportedVersion:
     base_model: str | None  # the base the adapter applies to (lora only)
     tokenizer: Path
     rank: int | None = None
+    # What the adapter needs from its server, as one id (`serving_base_id`): adapters
+    # with the same id share one vLLM server (lora only).
+    base_id: str | None = None
 
     def to_json(self) -> dict:
         return {
@@ -132,6 +136,7 @@ class ExportedVersion:
             "base_model": self.base_model,
             "tokenizer": str(self.tokenizer),
             "rank": self.rank,
+            "base_id": self.base_id,
         }
 
     @classmethod
@@ -143,7 +148,33 @@ class ExportedVersion:
             base_model=data["base_model"],
             tokenizer=Path(data["tokenizer"]),
             rank=data["rank"],
+            base_id=data.get("base_id"),  # an export made before the id existed: None
         )
+
+    @property
+    def server_base(self) -> str:
+        """The key adapters are grouped by: the id, else (an older export) the base's
+        path and the tokenizer's."""
+        return (
+            self.base_id
+            or hashlib.sha256(f"{self.base_model}\n{self.tokenizer}".encode()).hexdigest()[:16]
+        )
+
+
+def serving_base_id(manifest_files: dict[str, dict], base_model: str) -> str:
+    """What an adapter needs from its server, as one id: the base weights and the
+    tokenizer. A locally built base is named by its files' sha256 (every checkpoint
+    holds its own copy, so two versions of one base have different paths), a
+    configured one by its path; the tokenizer always by its files (the tiny variant
+    trains one on its data, and vLLM serves one tokenizer a server)."""
+    parts = [
+        f"{name}:{entry['sha256']}"
+        for name, entry in sorted(manifest_files.items())
+        if name.startswith(("base/", "tokenizer/"))
+    ]
+    if not any(part.startswith("base/") for part in parts):
+        parts.append(f"base:{base_model}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
 def adapter_config(checkpoint: Path) -> dict:
@@ -177,7 +208,7 @@ def export_version(checkpoint: Path, version: str, out: Path, variant: str) -> E
     if mark.is_file():
         return ExportedVersion.from_json(json.loads(mark.read_text()))
     checkpoint = Path(checkpoint)
-    verify_manifest(checkpoint)
+    manifest = verify_manifest(checkpoint)
     config = adapter_config(checkpoint)
     with staged_dir(out) as tmp:
         if config.get("modules_to_save"):
@@ -198,13 +229,15 @@ def export_version(checkpoint: Path, version: str, out: Path, variant: str) -> E
                 if not source.is_file():
                     raise VllmUnavailable(f"{source} is missing: vLLM reads {ADAPTER_FILES}")
                 shutil.copy2(source, target / name)
+            base = base_model_of(checkpoint)
             exported = ExportedVersion(
                 version,
                 "lora",
                 out / ADAPTER_DIR,
-                base_model_of(checkpoint),
+                base,
                 checkpoint / TOKENIZER_DIR,
                 int(config["r"]),
+                serving_base_id(manifest["files"], base),
             )
         (tmp / EXPORT_MARK).write_text(json.dumps(exported.to_json(), indent=2))
     return exported
@@ -230,7 +263,7 @@ def merge_checkpoint(checkpoint: Path, variant: str, target: Path) -> None:
 class VllmServer:
     """One vLLM process: a model and the LoRA modules it serves, by name."""
 
-    key: str  # "base" for the base model with adapters; the version for a merged model
+    key: str  # "base-<id>" for a base model with adapters; the version for a merged model
     model: str
     served_model_name: str
     tokenizer: str
@@ -245,16 +278,16 @@ class VllmServer:
 
 
 def plan_servers(variant: str, exported: list[ExportedVersion]) -> list[VllmServer]:
-    """One server of the base model for every plain-LoRA version, one per merged version."""
-    loras = sorted((e for e in exported if e.kind == "lora"), key=lambda e: e.version)
+    """One server of a base model for the plain-LoRA versions that share it (base
+    weights and tokenizer, `serving_base_id`), one per merged version."""
+    groups: dict[str, list[ExportedVersion]] = {}
+    for e in sorted((e for e in exported if e.kind == "lora"), key=lambda e: e.version):
+        groups.setdefault(e.server_base, []).append(e)
     servers = []
-    if loras:
-        bases = {e.base_model for e in loras}
-        if len(bases) > 1:
-            raise VllmUnavailable(f"the adapters of {variant} have different bases: {bases}")
+    for base, loras in sorted(groups.items()):
         servers.append(
             VllmServer(
-                key="base",
+                key=f"base-{base[:8]}",
                 model=loras[0].base_model,
                 served_model_name=variant,
                 tokenizer=str(loras[0].tokenizer),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 
 import httpx
 import pytest
@@ -72,6 +73,65 @@ def test_a_request_goes_through_with_its_id_and_is_counted_per_version(gateway, 
     assert all('"usage"' not in line for line in lines)
     assert counter(gateway.url, "llama_gateway_time_to_first_token_seconds_count") == 1
     assert counter(gateway.url, "llama_gateway_generation_tokens_total") == 4 + 3
+
+
+def test_a_scrape_right_after_each_answer_counts_it(gateway, versions):
+    """The generation routes write their metrics after the answer is out; a scrape
+    on the next connection still sees every answered request."""
+    stable, _ = versions
+    with httpx.Client(timeout=60) as client:
+        for n in range(1, 6):
+            assert client.post(gateway.url + "/v1/completions", json=BODY).status_code == 200
+            assert counter(gateway.url, "llama_gateway_requests_total", version=stable) == n
+        wrong = client.get(gateway.url + "/v1/completions")
+        assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
+        assert wrong.json()["error"]["code"] == 405
+
+
+def test_a_launcher_that_cannot_start_a_version_leaves_the_gateway_following(
+    tmp_path, backends, versions, caplog
+):
+    """A launcher error (vLLM refusing its plan, say) is the readiness probe's answer,
+    logged once; the gateway keeps following and is ready once the launcher is."""
+    from llama_assets.base.layout import DataLayout
+    from llama_assets.serving.gateway import GatewayConfig, StaticBackends, create_gateway_app
+    from llama_assets.serving.routing import write_state
+    from llama_assets.serving.vllm import VllmUnavailable
+    from tests.serving.servers import ServerThread
+
+    class Refusing(StaticBackends):
+        refuse = True
+
+        async def ensure(self, versions: list[str]) -> dict[str, str]:
+            if self.refuse:
+                raise VllmUnavailable("no plan for these versions")
+            return await super().ensure(versions)
+
+    stable, _ = versions
+    layout = DataLayout(tmp_path / "gw-data")
+    write_state(layout.deployment(VARIANT), RouteState(VARIANT, stable=stable))
+    launcher = Refusing({stable: backends[stable]})
+    config = GatewayConfig(
+        variant=VARIANT, deployment_path=layout.deployment(VARIANT),
+        trip_path=layout.gateway_trip(VARIANT), poll_interval_s=0.05,
+    )  # fmt: skip
+    caplog.set_level(logging.WARNING, logger="llama")
+    server = ServerThread(create_gateway_app(config, launcher, safety=False)).start()
+    try:
+        wait_until(
+            lambda: httpx.get(server.url + "/health/ready").json().get("error"), 10, "no error"
+        )
+        answer = httpx.get(server.url + "/health/ready")
+        assert answer.status_code == 503
+        assert answer.json()["error"] == "VllmUnavailable: no plan for these versions"
+        time.sleep(0.3)  # several polls fail the same way
+        warnings = [r for r in caplog.records if r.msg == "cannot follow the routing state"]
+        assert len(warnings) == 1
+        launcher.refuse = False
+        wait_until(lambda: httpx.get(server.url + "/health/ready").status_code == 200, 10, "ready")
+        assert httpx.post(server.url + "/v1/completions", json=BODY, timeout=60).status_code == 200
+    finally:
+        server.stop()
 
 
 def test_choose_version_splits_by_weight_and_keeps_users_sticky():
@@ -190,9 +250,17 @@ def test_a_flagged_finding_in_a_stream_is_counted_once(tmp_path, backends, versi
 
 def test_logs_carry_hashes_never_the_prompt(gateway, caplog):
     secret = "my-very-private-prompt"
+
+    def logged():
+        return [r for r in caplog.records if r.name == "llama.gateway" and r.msg == "request"]
+
     with caplog.at_level(logging.INFO, logger="llama"):
         httpx.post(gateway.url + "/v1/completions", json={**BODY, "prompt": secret}, timeout=60)
-    records = [r for r in caplog.records if r.name == "llama.gateway" and r.msg == "request"]
+        # The line is written once the answer is out (the gateway's thread, here).
+        deadline = time.monotonic() + 10
+        while not logged() and time.monotonic() < deadline:
+            time.sleep(0.01)
+    records = logged()
     assert records and records[-1].prompt["chars"] == len(secret)
     from llama_assets.serving.logs import JsonFormatter
 

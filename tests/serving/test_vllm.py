@@ -19,12 +19,14 @@ from llama_assets.serving.routing import RouteState, write_state
 from llama_assets.serving.supervisor import VllmProcess, route_versions
 from llama_assets.serving.vllm import (
     ADAPTER_FILES,
+    ExportedVersion,
     VllmServer,
     VllmUnavailable,
     choose_engine,
     export_version,
     max_lora_rank,
     plan_servers,
+    serving_base_id,
     vllm_command,
     vllm_env,
     vllm_python,
@@ -129,9 +131,39 @@ def test_export_plain_lora_as_vllm_reads_it_and_merge_modules_to_save(checkpoint
     assert export_version(checkpoints["full"], "v-full", tmp_path / "v-full", "tiny") == merged
 
     servers = plan_servers("tiny", [merged, lora])
-    assert [(s.key, s.versions) for s in servers] == [("base", ["v-plain"]), ("v-full", ["v-full"])]
+    assert [(s.key, s.versions) for s in servers] == [
+        (f"base-{lora.base_id[:8]}", ["v-plain"]), ("v-full", ["v-full"]),
+    ]  # fmt: skip
     assert servers[0].model == lora.base_model and servers[0].max_lora_rank == 8
     assert servers[1].model == str(merged.path) and servers[1].served_model_name == "v-full"
+
+
+def test_adapters_share_a_server_exactly_when_base_and_tokenizer_are_the_same():
+    """Each checkpoint holds its own copy of a locally built base, so the plan groups
+    adapters by what they need from a server (`serving_base_id`: the base's and the
+    tokenizer's files), not by path; a version with another tokenizer (the tiny
+    variant trains one on its data) gets a server of its own."""
+    base = {"base/model.safetensors": {"sha256": "b1"}, "base/config.json": {"sha256": "c"}}
+    tok = {"tokenizer/tokenizer.json": {"sha256": "t1"}}
+    other_tok = {"tokenizer/tokenizer.json": {"sha256": "t2"}}
+    same = serving_base_id({**base, **tok, "adapter/x": {"sha256": "a1"}}, "/v1/base")
+    assert same == serving_base_id({**base, **tok, "adapter/x": {"sha256": "a2"}}, "/v2/base")
+    assert same != serving_base_id({**base, **other_tok}, "/v3/base")
+    # A configured base (weights by path, none in the checkpoint) is named by its path.
+    assert serving_base_id(tok, "/models/llama") != serving_base_id(tok, "/models/other")
+
+    def lora(version: str, base_id: str) -> ExportedVersion:
+        return ExportedVersion(
+            version, "lora", Path(f"/x/{version}/adapter"), f"/m/{version}/base",
+            Path(f"/m/{version}/tokenizer"), 8, base_id,
+        )  # fmt: skip
+
+    servers = plan_servers("tiny", [lora("v1", same), lora("v2", same), lora("v3", "f" * 16)])
+    assert sorted((s.key, s.versions) for s in servers) == [
+        (f"base-{same[:8]}", ["v1", "v2"]), ("base-ffffffff", ["v3"]),
+    ]  # fmt: skip
+    shared = next(s for s in servers if s.versions == ["v1", "v2"])
+    assert shared.model == "/m/v1/base" and shared.tokenizer == "/m/v1/tokenizer"
 
 
 def test_a_version_stays_on_its_ready_server_until_the_new_one_is_ready():
@@ -231,11 +263,14 @@ def test_launcher_exports_plans_and_restarts_servers_with_back_off(checkpoints):
     plain, full = checkpoints["plain"].name, checkpoints["full"].name
     launcher = VllmLauncher(layout, "tiny", Path("/bin/false"), drain_s=0.0)
 
+    keys: list[str] = []
+
     async def scenario():
         urls = await launcher.ensure([plain, full])
         assert set(urls) == {plain, full} and urls[plain] != urls[full]
         described = launcher.describe()
-        assert described[plain]["server"] == "base" and described[full]["server"] == full
+        assert described[plain]["server"].startswith("base-") and described[full]["server"] == full
+        keys.append(described[plain]["server"])
         targets = json.loads(layout.prometheus_targets("tiny").read_text())
         assert sorted(t["labels"]["version"] for t in targets) == sorted([plain, full])
         for backend in launcher.processes.values():
@@ -246,7 +281,7 @@ def test_launcher_exports_plans_and_restarts_servers_with_back_off(checkpoints):
         for backend in launcher.processes.values():
             backend.started -= 10.0  # the first back-off (5 s) has passed
         await launcher.ensure([plain, full])
-        assert launcher.restarts == {"base": 1, full: 1}
+        assert launcher.restarts == {described[plain]["server"]: 1, full: 1}
         assert all(b.process.pid != pids[s.key] for s, b in launcher.processes.items())
         # The plain version leaves the route: its server drains, then stops.
         await launcher.ensure([full])
@@ -255,7 +290,8 @@ def test_launcher_exports_plans_and_restarts_servers_with_back_off(checkpoints):
         await launcher.close()
 
     asyncio.run(scenario())
+    [shared_key] = keys
     exported = layout.serving("tiny") / "vllm"
     assert (exported / plain / "adapter" / "adapter_model.safetensors").is_file()
     assert (exported / full / "merged" / "config.json").is_file()
-    assert (exported / "server-base.log").is_file()
+    assert [log.name for log in exported.glob("server-base-*.log")] == [f"server-{shared_key}.log"]

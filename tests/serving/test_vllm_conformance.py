@@ -19,6 +19,7 @@ import torch
 
 from llama_assets.base.layout import DataLayout
 from llama_assets.serving.gateway import GatewayConfig, create_gateway_app
+from llama_assets.serving.routing import RouteState, write_state
 from llama_assets.serving.supervisor import PROJECT_ROOT, VllmLauncher
 from llama_assets.serving.vllm import default_extra_args, vllm_python
 from llama_assets.training.pipeline import train_and_save
@@ -90,4 +91,80 @@ def test_cpu_backend_and_vllm_give_the_same_greedy_tokens(tmp_path):
     finally:
         gateway.stop()
         cpu.stop()
+        asyncio.run(launcher.close())
+
+
+def test_two_plain_lora_versions_are_served_as_adapters_of_one_vllm_server(tmp_path):
+    """The production shape: champion and challenger are plain LoRA adapters of one
+    base; one vLLM server holds the base and both adapters, the gateway routes each
+    version by its adapter's name, and each answers as the CPU backend serving that
+    version's merged model does (greedy)."""
+    layout = DataLayout(tmp_path / "data")
+    plain = dataclasses.replace(SHORT, modules_to_save=())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        # One corpus and one seed (the tiny variant trains its tokenizer on the corpus
+        # and draws its base from the seed; a vLLM server has one base and one
+        # tokenizer), two learning rates: two adapters of one base.
+        corpus = synthetic_corpus(60, seed=7)
+        versions = [
+            train_and_save(
+                HEAD_DIM_64, dataclasses.replace(plain, learning_rate=rate), corpus, "adapters",
+                layout.models("tiny"), "cpu",
+            ).version
+            for rate in (1e-2, 3e-3)
+        ]  # fmt: skip
+        cpus = {v: backend_thread(layout.root, v) for v in versions}
+    finally:
+        torch.set_num_threads(threads)
+    stable, canary = versions
+    assert stable != canary
+    write_state(
+        layout.deployment("tiny"),
+        RouteState("tiny", stable=stable, canary=canary, canary_weight=50.0),
+    )
+    launcher = VllmLauncher(
+        layout, "tiny", VLLM_PYTHON, dtype="float32",
+        extra_args=[*default_extra_args(), "--max-model-len", "64"],
+    )  # fmt: skip
+    config = GatewayConfig(
+        variant="tiny", deployment_path=layout.deployment("tiny"),
+        trip_path=layout.gateway_trip("tiny"), upstream_timeout_s=120.0,
+    )  # fmt: skip
+    gateway = ServerThread(create_gateway_app(config, launcher, safety=False)).start()
+    try:
+        wait_ready(gateway.url + "/health/ready", timeout=600)
+        backends = httpx.get(gateway.url + "/admin/route").json()["backends"]
+        # One server for both: the same base, each version an adapter on it.
+        assert backends[stable]["server"] == backends[canary]["server"]
+        assert backends[stable]["url"] == backends[canary]["url"]
+        differ = False
+        for prompt in PROMPTS:
+            body = {
+                "model": "tiny", "prompt": prompt, "max_tokens": 16, "temperature": 0,
+                "ignore_eos": True,
+            }  # fmt: skip
+            texts = {}
+            for version in versions:
+                ours = httpx.post(cpus[version].url + "/v1/completions", json=body, timeout=60)
+                theirs = httpx.post(
+                    gateway.url + "/v1/completions", json=body, timeout=120,
+                    headers={"x-llama-version": version},
+                )  # fmt: skip
+                assert theirs.status_code == 200, theirs.text
+                assert theirs.headers["x-llama-version"] == version
+                assert theirs.json()["model"] == version  # the adapter's served name
+                texts[version] = theirs.json()["choices"][0]["text"]
+                assert texts[version] == ours.json()["choices"][0]["text"], (version, prompt)
+            differ = differ or texts[stable] != texts[canary]
+        assert differ, "both adapters answered alike: the adapters were not applied"
+    except BaseException:
+        for log in (layout.serving("tiny") / "vllm").glob("server-*.log"):
+            print(log.read_text()[-4000:])
+        raise
+    finally:
+        gateway.stop()
+        for server in cpus.values():
+            server.stop()
         asyncio.run(launcher.close())
