@@ -159,6 +159,25 @@ def terminate(process: subprocess.Popen, grace_s: float = 10.0) -> None:
             process.wait(5)
 
 
+def terminate_group(process: subprocess.Popen, grace_s: float = 30.0) -> None:
+    """`terminate` for a process that leads a session of its own (a vLLM server):
+    the whole group is signalled, and what is left of it is killed once the leader
+    is gone, so no engine worker outlives its server holding a device's memory."""
+
+    def signal_group(sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+
+    if process.poll() is None:
+        signal_group(signal.SIGTERM)
+        try:
+            process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            signal_group(signal.SIGKILL)
+            process.wait(5)
+    signal_group(signal.SIGKILL)  # workers that outlived their server
+
+
 @dataclass
 class VllmProcess:
     server: VllmServer
@@ -214,9 +233,11 @@ class VllmLauncher(BackendLauncher):
         log_path = self.layout.serving(self.variant) / "vllm" / f"server-{server.key}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as out:
+            # A session of its own: vLLM's engine processes are stopped with it.
             process = subprocess.Popen(
-                command, env=vllm_env(), stdout=out, stderr=subprocess.STDOUT
-            )
+                command, env=vllm_env(), stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
         log.info(
             "vllm server started",
             extra={"server": server.key, "versions": server.versions, "port": port,
@@ -250,6 +271,7 @@ class VllmLauncher(BackendLauncher):
                     extra={"server": server.key, "returncode": current.process.returncode},
                 )
                 self.restarts[server.key] = restarts + 1
+                terminate_group(current.process)  # what is left of the exited server
                 current = None
             if current is None:
                 self.processes[server] = self.start(server)
@@ -270,7 +292,7 @@ class VllmLauncher(BackendLauncher):
                 backend.leaving_since = now
             elif now - backend.leaving_since > self.drain_s:
                 del self.processes[server]
-                await asyncio.to_thread(terminate, backend.process, 30.0)
+                await asyncio.to_thread(terminate_group, backend.process)
         self.write_targets()
         return urls
 
@@ -302,7 +324,7 @@ class VllmLauncher(BackendLauncher):
 
     async def close(self) -> None:
         for server in list(self.processes):
-            terminate(self.processes.pop(server).process, 30.0)
+            terminate_group(self.processes.pop(server).process)
 
 
 def route_versions(

