@@ -303,13 +303,13 @@ def main() -> None:
         + ", ".join(f"{s} streams {d:+.1f} ms" for s, d in payload["gateway_p50_added_ms"].items()),
         "- the same per pair of back-to-back rounds, median [min, max]: throughput cost "
         + ", ".join(
-            f"{s} streams {c[0]:.1%} [{c[1]:.1%}, {c[2]:.1%}]"
-            for s, c in ((s, v["throughput_cost"]) for s, v in pairs.items())
+            "{} streams {:.1%} [{:.1%}, {:.1%}]".format(s, *v["throughput_cost"])
+            for s, v in pairs.items()
         )
         + "; added p50 "
         + ", ".join(
-            f"{s} streams {d[0]:+.1f} ms [{d[1]:+.1f}, {d[2]:+.1f}]"
-            for s, d in ((s, v["p50_added_ms"]) for s, v in pairs.items())
+            "{} streams {:+.1f} ms [{:+.1f}, {:+.1f}]".format(s, *v["p50_added_ms"])
+            for s, v in pairs.items()
         ),
         f"- the gateway's own CPU per request (process time, independent of the machine's load): "
         f"{payload['gateway_cpu_ms_per_request']} ms (probes and routing-state polls included)",

@@ -149,33 +149,28 @@ class ProcessLauncher(BackendLauncher):
             self.stop(version)
 
 
-def terminate(process: subprocess.Popen, grace_s: float = 10.0) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
+def terminate(process: subprocess.Popen, grace_s: float = 10.0, group: bool = False) -> None:
+    """SIGTERM, then SIGKILL after `grace_s`. `group`: the process leads a session of
+    its own (a vLLM server), so the whole group is signalled and what is left of it
+    is killed once the leader is gone: no engine worker outlives its server holding
+    a device's memory."""
 
-
-def terminate_group(process: subprocess.Popen, grace_s: float = 30.0) -> None:
-    """`terminate` for a process that leads a session of its own (a vLLM server):
-    the whole group is signalled, and what is left of it is killed once the leader
-    is gone, so no engine worker outlives its server holding a device's memory."""
-
-    def signal_group(sig: int) -> None:
+    def send(sig: int) -> None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
+            if group:
+                os.killpg(process.pid, sig)
+            else:
+                process.send_signal(sig)
 
     if process.poll() is None:
-        signal_group(signal.SIGTERM)
+        send(signal.SIGTERM)
         try:
             process.wait(grace_s)
         except subprocess.TimeoutExpired:
-            signal_group(signal.SIGKILL)
+            send(signal.SIGKILL)
             process.wait(5)
-    signal_group(signal.SIGKILL)  # workers that outlived their server
+    if group:
+        send(signal.SIGKILL)  # workers that outlived their server
 
 
 @dataclass
@@ -271,7 +266,7 @@ class VllmLauncher(BackendLauncher):
                     extra={"server": server.key, "returncode": current.process.returncode},
                 )
                 self.restarts[server.key] = restarts + 1
-                terminate_group(current.process)  # what is left of the exited server
+                terminate(current.process, group=True)  # what is left of the exited server
                 current = None
             if current is None:
                 self.processes[server] = self.start(server)
@@ -292,7 +287,7 @@ class VllmLauncher(BackendLauncher):
                 backend.leaving_since = now
             elif now - backend.leaving_since > self.drain_s:
                 del self.processes[server]
-                await asyncio.to_thread(terminate_group, backend.process)
+                await asyncio.to_thread(terminate, backend.process, 30.0, True)
         self.write_targets()
         return urls
 
@@ -324,7 +319,7 @@ class VllmLauncher(BackendLauncher):
 
     async def close(self) -> None:
         for server in list(self.processes):
-            terminate_group(self.processes.pop(server).process)
+            terminate(self.processes.pop(server).process, 30.0, group=True)
 
 
 def route_versions(

@@ -148,16 +148,7 @@ class ExportedVersion:
             base_model=data["base_model"],
             tokenizer=Path(data["tokenizer"]),
             rank=data["rank"],
-            base_id=data.get("base_id"),  # an export made before the id existed: None
-        )
-
-    @property
-    def server_base(self) -> str:
-        """The key adapters are grouped by: the id, else (an older export) the base's
-        path and the tokenizer's."""
-        return (
-            self.base_id
-            or hashlib.sha256(f"{self.base_model}\n{self.tokenizer}".encode()).hexdigest()[:16]
+            base_id=data.get("base_id"),
         )
 
 
@@ -206,7 +197,10 @@ def export_version(checkpoint: Path, version: str, out: Path, variant: str) -> E
 
     mark = out / EXPORT_MARK
     if mark.is_file():
-        return ExportedVersion.from_json(json.loads(mark.read_text()))
+        done = ExportedVersion.from_json(json.loads(mark.read_text()))
+        if done.kind == "merged" or done.base_id:
+            return done  # an adapter exported before `base_id` existed is exported again
+
     checkpoint = Path(checkpoint)
     manifest = verify_manifest(checkpoint)
     config = adapter_config(checkpoint)
@@ -282,7 +276,7 @@ def plan_servers(variant: str, exported: list[ExportedVersion]) -> list[VllmServ
     weights and tokenizer, `serving_base_id`), one per merged version."""
     groups: dict[str, list[ExportedVersion]] = {}
     for e in sorted((e for e in exported if e.kind == "lora"), key=lambda e: e.version):
-        groups.setdefault(e.server_base, []).append(e)
+        groups.setdefault(e.base_id, []).append(e)
     servers = []
     for base, loras in sorted(groups.items()):
         servers.append(

@@ -20,6 +20,7 @@ from llama_assets.serving.routing import RouteState, write_state
 from llama_assets.serving.supervisor import VllmProcess, route_versions
 from llama_assets.serving.vllm import (
     ADAPTER_FILES,
+    EXPORT_MARK,
     ExportedVersion,
     VllmServer,
     VllmUnavailable,
@@ -117,6 +118,10 @@ def test_export_plain_lora_as_vllm_reads_it_and_merge_modules_to_save(checkpoint
         keys = list(f.keys())
     assert keys and all(".lora_A." in k or ".lora_B." in k for k in keys)
     assert lora.base_model == str(checkpoints["plain"] / "base")  # a locally built base
+    # An adapter exported before `base_id` existed is exported again, with it.
+    mark = tmp_path / "v-plain" / EXPORT_MARK
+    mark.write_text(json.dumps({**lora.to_json(), "base_id": None}))
+    assert export_version(checkpoints["plain"], "v-plain", tmp_path / "v-plain", "tiny") == lora
     assert lora.tokenizer == checkpoints["plain"] / "tokenizer"
 
     merged = export_version(checkpoints["full"], "v-full", tmp_path / "v-full", "tiny")

@@ -10,8 +10,10 @@ and both sides compute in float32, so greedy tokens must agree one for one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -42,6 +44,42 @@ HEAD_DIM_64 = dataclasses.replace(
 PROMPTS = ["the quick brown", "data stage reads", "a b c d e f", "model serving at scale"]
 
 
+def greedy(prompt: str) -> dict:
+    return {
+        "model": "tiny",
+        "prompt": prompt,
+        "max_tokens": 16,
+        "temperature": 0,
+        "ignore_eos": True,
+    }
+
+
+@contextlib.contextmanager
+def vllm_behind_gateway(layout: DataLayout, **config) -> Iterator[ServerThread]:
+    """The variant's versions on vLLM servers (float32, started by the same launcher
+    `serve --engine vllm` uses) behind a gateway, ready; on a failure, vLLM's own
+    account of it is printed; every server is stopped at the end."""
+    launcher = VllmLauncher(
+        layout, "tiny", VLLM_PYTHON, dtype="float32",
+        extra_args=[*default_extra_args(), "--max-model-len", "64"],
+    )  # fmt: skip
+    gateway_config = GatewayConfig(
+        variant="tiny", deployment_path=layout.deployment("tiny"),
+        trip_path=layout.gateway_trip("tiny"), upstream_timeout_s=120.0, **config,
+    )  # fmt: skip
+    gateway = ServerThread(create_gateway_app(gateway_config, launcher, safety=False)).start()
+    try:
+        wait_ready(gateway.url + "/health/ready", timeout=600)  # vLLM's cold start
+        yield gateway
+    except BaseException:
+        for log in (layout.serving("tiny") / "vllm").glob("server-*.log"):
+            print(log.read_text()[-4000:])
+        raise
+    finally:
+        gateway.stop()
+        asyncio.run(launcher.close())
+
+
 def test_cpu_backend_and_vllm_give_the_same_greedy_tokens(tmp_path):
     layout = DataLayout(tmp_path / "data")
     threads = torch.get_num_threads()
@@ -54,44 +92,27 @@ def test_cpu_backend_and_vllm_give_the_same_greedy_tokens(tmp_path):
         cpu = backend_thread(layout.root, version)
     finally:
         torch.set_num_threads(threads)
-    launcher = VllmLauncher(
-        layout, "tiny", VLLM_PYTHON, dtype="float32",
-        extra_args=[*default_extra_args(), "--max-model-len", "64"],
-    )  # fmt: skip
-    config = GatewayConfig(
-        variant="tiny", deployment_path=layout.deployment("tiny"),
-        trip_path=layout.gateway_trip("tiny"), fallback_stable=version,
-        upstream_timeout_s=120.0,
-    )  # fmt: skip
     started = time.monotonic()
-    gateway = ServerThread(create_gateway_app(config, launcher, safety=False)).start()
     try:
-        wait_ready(gateway.url + "/health/ready", timeout=600)  # vLLM's cold start
-        cold_start_s = time.monotonic() - started
-        served = httpx.get(gateway.url + "/admin/route").json()["backends"][version]
-        for prompt in PROMPTS:
-            body = {
-                "model": "tiny", "prompt": prompt, "max_tokens": 16, "temperature": 0,
-                "ignore_eos": True,
-            }  # fmt: skip
-            ours = httpx.post(cpu.url + "/v1/completions", json=body, timeout=60).json()
-            theirs = httpx.post(gateway.url + "/v1/completions", json=body, timeout=120)
-            assert theirs.status_code == 200, theirs.text
-            assert theirs.headers["x-llama-version"] == version
-            theirs = theirs.json()
-            assert theirs["model"] == version  # vLLM answered as the version's served name
-            counts = ("prompt_tokens", "completion_tokens", "total_tokens")
-            assert [theirs["usage"][k] for k in counts] == [ours["usage"][k] for k in counts]
-            assert theirs["choices"][0]["text"] == ours["choices"][0]["text"], prompt
+        with vllm_behind_gateway(layout, fallback_stable=version) as gateway:
+            cold_start_s = time.monotonic() - started
+            served = httpx.get(gateway.url + "/admin/route").json()["backends"][version]
+            for prompt in PROMPTS:
+                ours = httpx.post(cpu.url + "/v1/completions", json=greedy(prompt), timeout=60)
+                ours = ours.json()
+                theirs = httpx.post(
+                    gateway.url + "/v1/completions", json=greedy(prompt), timeout=120
+                )
+                assert theirs.status_code == 200, theirs.text
+                assert theirs.headers["x-llama-version"] == version
+                theirs = theirs.json()
+                assert theirs["model"] == version  # vLLM answered as the version's served name
+                counts = ("prompt_tokens", "completion_tokens", "total_tokens")
+                assert [theirs["usage"][k] for k in counts] == [ours["usage"][k] for k in counts]
+                assert theirs["choices"][0]["text"] == ours["choices"][0]["text"], prompt
         print(f"vLLM cold start through the gateway: {cold_start_s:.1f} s; server {served}")
-    except BaseException:
-        for log in (layout.serving("tiny") / "vllm").glob("server-*.log"):
-            print(log.read_text()[-4000:])  # vLLM's own account of a failed start
-        raise
     finally:
-        gateway.stop()
         cpu.stop()
-        asyncio.run(launcher.close())
 
 
 def test_two_plain_lora_versions_are_served_as_adapters_of_one_vllm_server(tmp_path):
@@ -124,47 +145,30 @@ def test_two_plain_lora_versions_are_served_as_adapters_of_one_vllm_server(tmp_p
         layout.deployment("tiny"),
         RouteState("tiny", stable=stable, canary=canary, canary_weight=50.0),
     )
-    launcher = VllmLauncher(
-        layout, "tiny", VLLM_PYTHON, dtype="float32",
-        extra_args=[*default_extra_args(), "--max-model-len", "64"],
-    )  # fmt: skip
-    config = GatewayConfig(
-        variant="tiny", deployment_path=layout.deployment("tiny"),
-        trip_path=layout.gateway_trip("tiny"), upstream_timeout_s=120.0,
-    )  # fmt: skip
-    gateway = ServerThread(create_gateway_app(config, launcher, safety=False)).start()
     try:
-        wait_ready(gateway.url + "/health/ready", timeout=600)
-        backends = httpx.get(gateway.url + "/admin/route").json()["backends"]
-        # One server for both: the same base, each version an adapter on it.
-        assert backends[stable]["server"] == backends[canary]["server"]
-        assert backends[stable]["url"] == backends[canary]["url"]
-        differ = False
-        for prompt in PROMPTS:
-            body = {
-                "model": "tiny", "prompt": prompt, "max_tokens": 16, "temperature": 0,
-                "ignore_eos": True,
-            }  # fmt: skip
-            texts = {}
-            for version in versions:
-                ours = httpx.post(cpus[version].url + "/v1/completions", json=body, timeout=60)
-                theirs = httpx.post(
-                    gateway.url + "/v1/completions", json=body, timeout=120,
-                    headers={"x-llama-version": version},
-                )  # fmt: skip
-                assert theirs.status_code == 200, theirs.text
-                assert theirs.headers["x-llama-version"] == version
-                assert theirs.json()["model"] == version  # the adapter's served name
-                texts[version] = theirs.json()["choices"][0]["text"]
-                assert texts[version] == ours.json()["choices"][0]["text"], (version, prompt)
-            differ = differ or texts[stable] != texts[canary]
-        assert differ, "both adapters answered alike: the adapters were not applied"
-    except BaseException:
-        for log in (layout.serving("tiny") / "vllm").glob("server-*.log"):
-            print(log.read_text()[-4000:])
-        raise
+        with vllm_behind_gateway(layout) as gateway:
+            backends = httpx.get(gateway.url + "/admin/route").json()["backends"]
+            # One server for both: the same base, each version an adapter on it.
+            assert backends[stable]["server"] == backends[canary]["server"]
+            assert backends[stable]["url"] == backends[canary]["url"]
+            differ = False
+            for prompt in PROMPTS:
+                texts = {}
+                for version in versions:
+                    ours = httpx.post(
+                        cpus[version].url + "/v1/completions", json=greedy(prompt), timeout=60
+                    )
+                    theirs = httpx.post(
+                        gateway.url + "/v1/completions", json=greedy(prompt), timeout=120,
+                        headers={"x-llama-version": version},
+                    )  # fmt: skip
+                    assert theirs.status_code == 200, theirs.text
+                    assert theirs.headers["x-llama-version"] == version
+                    assert theirs.json()["model"] == version  # the adapter's served name
+                    texts[version] = theirs.json()["choices"][0]["text"]
+                    assert texts[version] == ours.json()["choices"][0]["text"], (version, prompt)
+                differ = differ or texts[stable] != texts[canary]
+            assert differ, "both adapters answered alike: the adapters were not applied"
     finally:
-        gateway.stop()
         for server in cpus.values():
             server.stop()
-        asyncio.run(launcher.close())

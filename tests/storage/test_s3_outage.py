@@ -42,6 +42,16 @@ def server(tmp_path, monkeypatch):
     server.close()
 
 
+def land_batch(storage: DataRoot, instance, tmp_path, documents: int) -> None:
+    """`documents` topics landed on the root as batch KEY, registered."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for i in range(documents):
+        (docs / f"{i}.txt").write_text(topic(i))
+    add_to_landing(docs, storage.layout.landing, "docs", "one")
+    instance.add_dynamic_partitions("batches", [KEY])
+
+
 def restarts(instance, run_id: str) -> int:
     records = instance.get_records_for_run(run_id, of_type=DagsterEventType.STEP_RESTARTED)
     return len(records.records)
@@ -57,12 +67,7 @@ def waits(instance, run_id: str) -> list[float]:
 
 def test_an_outage_fails_clearly_then_the_retry_completes(server, tmp_path, instance):
     storage = DataRoot(root="s3://llama/outage")
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    for i in range(6):
-        (docs / f"{i}.txt").write_text(topic(i))
-    add_to_landing(docs, storage.layout.landing, "docs", "one")
-    instance.add_dynamic_partitions("batches", [KEY])
+    land_batch(storage, instance, tmp_path, 6)
     resources = {"storage": storage}
 
     # Down for good: every retry of the step fails, and the failure says why.
@@ -157,19 +162,14 @@ def test_a_server_stopped_while_a_step_writes(server, tmp_path, instance, monkey
     real_client = resources.storage.s3_client
     monkeypatch.setattr(resources.storage, "s3_client", client)
     storage = DataRoot(root=uri)
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    for i in range(8):
-        (docs / f"{i}.txt").write_text(topic(i))
-    add_to_landing(docs, storage.layout.landing, "docs", "one")
-    instance.add_dynamic_partitions("batches", [KEY])
+    land_batch(storage, instance, tmp_path, 8)
 
     result = dg.materialize(
         [raw_documents, validated_documents, clean_shards], instance=instance,
         resources={"storage": storage}, partition_key=KEY,
     )  # fmt: skip
-    restart.join()
     assert stopped, "the server was never stopped: no shard manifest was written"
+    restart.join()
     assert result.success and restarts(instance, result.run_id) >= 1
     failures = instance.get_records_for_run(result.run_id, of_type=DagsterEventType.STEP_FAILURE)
     assert not failures.records  # the step retried; it never failed for good
