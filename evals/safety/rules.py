@@ -36,18 +36,24 @@ class Rule:
     pattern: re.Pattern[str]  # compiled from `source` behind a first-character guard
     why: str
     source: str = ""  # the pattern as written
+    # A pattern every match of the rule contains, far cheaper to search for: a text
+    # without it is passed over (the policy's screening of an answer, 323 -> 101 us).
+    requires: re.Pattern[str] | None = None
 
 
 def _words(*alternatives: str) -> str:
     return "(?:" + "|".join(alternatives) + ")"
 
 
-def _rule(name: str, category: str, where: str, pattern: str, why: str) -> Rule:
+def _rule(
+    name: str, category: str, where: str, pattern: str, why: str, requires: str | None = None
+) -> Rule:
     assert category in CATEGORIES, category
     places = frozenset(where.split(","))
     assert places <= set(WHERE), where
     compiled = re.compile(_guarded(pattern), re.IGNORECASE)
-    return Rule(name, category, places, compiled, why, pattern)
+    needed = re.compile(_guarded(requires), re.IGNORECASE) if requires else None
+    return Rule(name, category, places, compiled, why, pattern, needed)
 
 
 def _guarded(pattern: str) -> str:
@@ -245,6 +251,13 @@ _HARMFUL = _words(
     "money laundering scheme",
     "groom (?:a )?(?:child|minor|kid)",
 )
+
+_STEPS = (
+    r"(?:\bstep (?:1|one)\b|\bfirst,? (?:you )?(?:need|get|obtain|take|mix|combine|buy|"
+    r"acquire)|you(?:'ll| will) need\b|\bingredients\b|\bmix (?:the |it |them )?with\b|"
+    r"\bcombine\b|\bheat (?:the|it)\b)"
+)
+"""Phrases that start (or, the first four, end) a set of instructions."""
 # A request about defending against a harm, or how a harm works, is not a request for it.
 _NOT_DEFENCE = (
     r"(?:(?!detect|prevent|protect|defend|remov|spot|recogni|avoid|mitigat|block|scan|clean|"
@@ -531,12 +544,13 @@ RULES: tuple[Rule, ...] = (
         "harmful_instructions",
         "harmful_content",
         "output",
-        rf"(?:\bstep (?:1|one)\b|\bfirst,? (?:you )?(?:need|get|obtain|take|mix|combine|buy|"
-        rf"acquire)|you(?:'ll| will) need\b|\bingredients\b|\bmix (?:the |it |them )?with\b|"
-        rf"\bcombine\b|\bheat (?:the|it)\b)[^\n]{{0,200}}?{_HARMFUL}|{_HARMFUL}[^\n]{{0,120}}?"
+        rf"{_STEPS}[^\n]{{0,200}}?{_HARMFUL}|{_HARMFUL}[^\n]{{0,120}}?"
         rf"(?:\bstep (?:1|one)\b|\bfirst,? (?:you )?(?:need|get|obtain|take|mix|combine)|"
         rf"you(?:'ll| will) need\b|\bingredients\b)",
         "an output that gives instructions for something harmful",
+        # Each branch holds a step phrase (the second's are a subset of _STEPS), and
+        # searching _STEPS costs 6 us where _HARMFUL's lexicon costs 110 us an answer.
+        requires=_STEPS,
     ),
     _rule(
         "dangerous_recipe",

@@ -31,7 +31,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,6 +124,22 @@ class BackendState:
 
     def ready(self) -> bool:
         return self.engine is not None and self.engine.alive() and not self.draining
+
+
+def engine_events(
+    loop: asyncio.AbstractEventLoop, stream: bool
+) -> tuple[asyncio.Queue[tuple[str, str | None]], Callable[[str, str | None], None]]:
+    """A request's queue of the engine's (text delta, finish reason) events, and the
+    `emit` the engine's thread calls. A streamed request gets every piece; any other
+    only the end (its text is the sequence's): a wake-up of the event loop for every
+    token cost the loop thread CPU and the GIL that the engine's thread waited for."""
+    events: asyncio.Queue[tuple[str, str | None]] = asyncio.Queue()
+
+    def emit(delta: str, finish: str | None) -> None:
+        if stream or finish is not None:
+            loop.call_soon_threadsafe(events.put_nowait, (delta, finish))
+
+    return events, emit
 
 
 def warm_up(engine: BatchingEngine) -> None:
@@ -255,15 +271,8 @@ def create_backend_app(config: BackendConfig, load_in_background: bool = True) -
             else:
                 prompt = body.text
                 ids = tokenizer(prompt)["input_ids"]
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue[tuple[str, str | None]] = asyncio.Queue()
-        seq = Sequence(
-            prompt_ids=list(ids),
-            params=body.sampling(),
-            emit=lambda delta, finish: loop.call_soon_threadsafe(
-                events.put_nowait, (delta, finish)
-            ),
-        )
+        events, emit = engine_events(asyncio.get_running_loop(), bool(body.stream))
+        seq = Sequence(prompt_ids=list(ids), params=body.sampling(), emit=emit)
         infer = state.tracer.start_span(
             "infer", context=parent, attributes={"request_id": rid, "prompt_tokens": len(ids)}
         )

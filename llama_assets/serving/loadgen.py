@@ -1,9 +1,13 @@
 """A bounded load generator: a fixed number of requests, a fixed concurrency, a time limit.
 
-Closed loop, asyncio and httpx: `concurrency` workers each send their next
+Closed loop, asyncio and aiohttp: `concurrency` workers each send their next
 request when the previous one is answered, until `requests` have been sent or
 `time_limit_s` has passed (requests never sent are reported, not hidden). Used
 by the load and fault tests and by `benchmarks/serving.py`.
+
+aiohttp, not httpx: the generator shares the machine with what it measures, and
+httpx's pure-Python HTTP/1.1 took about four times aiohttp's CPU a request here
+(benchmarks/results/serving.md), CPU the gateway and the backend then lacked.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
 
 
 @dataclass
@@ -64,23 +68,22 @@ class LoadResult:
 
 
 async def _one(
-    client: httpx.AsyncClient, url: str, index: int, body: dict[str, Any], headers: dict
+    client: aiohttp.ClientSession, url: str, index: int, body: dict[str, Any], headers: dict
 ) -> Outcome:
     started = time.perf_counter()
     try:
-        if not body.get("stream"):
-            response = await client.post(url, json=body, headers=headers)
-            latency = time.perf_counter() - started
-            tokens = 0
-            if response.status_code == 200:
-                tokens = (response.json().get("usage") or {}).get("completion_tokens", 0)
-            return Outcome(
-                index, response.status_code, response.headers.get("x-llama-version"),
-                latency, None, tokens,
-            )  # fmt: skip
-        ttft, tokens, error = None, 0, None
-        async with client.stream("POST", url, json=body, headers=headers) as response:
-            async for line in response.aiter_lines():
+        async with client.post(url, json=body, headers=headers) as response:
+            version = response.headers.get("x-llama-version")
+            if not body.get("stream"):
+                raw = await response.read()
+                latency = time.perf_counter() - started
+                tokens = 0
+                if response.status == 200:
+                    tokens = (json.loads(raw).get("usage") or {}).get("completion_tokens", 0)
+                return Outcome(index, response.status, version, latency, None, tokens)
+            ttft, tokens, error = None, 0, None
+            async for raw_line in response.content:
+                line = raw_line.decode().rstrip("\r\n")
                 if not line.startswith("data: ") or line == "data: [DONE]":
                     continue
                 chunk = json.loads(line[6:])
@@ -94,10 +97,9 @@ async def _one(
                 if chunk.get("usage"):
                     tokens = chunk["usage"].get("completion_tokens", tokens)
             return Outcome(
-                index, response.status_code, response.headers.get("x-llama-version"),
-                time.perf_counter() - started, ttft, tokens, error,
-            )  # fmt: skip
-    except httpx.HTTPError as exc:
+                index, response.status, version, time.perf_counter() - started, ttft, tokens, error
+            )
+    except (TimeoutError, aiohttp.ClientError) as exc:
         return Outcome(index, 0, None, time.perf_counter() - started, None, 0, repr(exc))
 
 
@@ -120,7 +122,7 @@ async def run_load(
     counter = iter(range(requests))
     deadline = time.perf_counter() + time_limit_s
 
-    async def worker(client: httpx.AsyncClient) -> None:
+    async def worker(client: aiohttp.ClientSession) -> None:
         for index in counter:
             if time.perf_counter() >= deadline:
                 result.not_sent += 1
@@ -130,8 +132,10 @@ async def run_load(
             )
 
     started = time.perf_counter()
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(time_limit_s), limits=limits) as client:
+    async with aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=time_limit_s),
+        connector=aiohttp.TCPConnector(limit=concurrency),
+    ) as client:
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
     result.seconds = time.perf_counter() - started
     result.outcomes.sort(key=lambda o: o.index)

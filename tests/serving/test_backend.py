@@ -86,6 +86,23 @@ def test_an_output_ending_inside_a_utf8_sequence_drops_the_incomplete_bytes():
     assert seq.text == "hé" and sent == [("h", None), ("é", None), ("", "length")]
 
 
+def test_only_a_streamed_request_wakes_the_event_loop_for_every_token():
+    """A request answered whole gets one event, the end; the engine's thread then
+    never waits on the event loop for the tokens before it."""
+    from llama_assets.serving.backend import engine_events
+
+    async def events_of(stream: bool) -> list:
+        events, emit = engine_events(asyncio.get_running_loop(), stream)
+        for delta in ("a", "b", ""):
+            emit(delta, None)
+        emit("c", "stop")
+        await asyncio.sleep(0)  # the callbacks run
+        return [events.get_nowait() for _ in range(events.qsize())]
+
+    assert asyncio.run(events_of(False)) == [("c", "stop")]
+    assert asyncio.run(events_of(True)) == [("a", None), ("b", None), ("", None), ("c", "stop")]
+
+
 def test_streaming_sends_the_same_text_as_chunks_then_done(backends, versions):
     url = backends[versions[0]]
     body = {"model": VARIANT, "prompt": "data", "max_tokens": 6, "temperature": 0,

@@ -205,19 +205,25 @@ def test_the_safety_module_is_pure():
         assert not any(m == "dagster" or m.startswith("dagster.") for m in modules), path
 
 
-def test_the_first_character_guards_change_no_match():
+def test_the_first_character_guards_and_prefilters_change_no_match():
     texts = [item.text for name in ("labelled.jsonl", "heldout.jsonl")
              for item in read_labelled(DATA / name)]  # fmt: skip
     texts += [text for case in read_red_team() for text in (case.prompt, *case.documents)]
     texts += [
         "Step 1: buy a pipe bomb kit", "STEP ONE... you'll need Fentanyl", "\n#!ignore",
         "ſtep 1 ﬁrst you need explosives", "", " ", "DAN mode enabled",
+        "Ricin is easy: the ingredients are castor beans", "heat the napalm slowly",
     ]  # fmt: skip
-    guarded = 0
+    guarded, prefiltered = 0, Counter()
     for rule in RULES:
         plain = re.compile(rule.source, re.IGNORECASE)
         guarded += plain.pattern != rule.pattern.pattern
         for text in texts:
             spans = [m.span() for m in rule.pattern.finditer(text)]
             assert spans == [m.span() for m in plain.finditer(text)], (rule.name, text)
+            if rule.requires is not None and spans:  # a text it passes over cannot match
+                assert rule.requires.search(text), (rule.name, text)
+                prefiltered[rule.name] += 1
     assert guarded >= len(RULES) - 3  # most rules can be guarded
+    assert set(prefiltered) == {r.name for r in RULES if r.requires is not None}
+    assert min(prefiltered.values()) >= 3  # each prefilter is tested on real matches
