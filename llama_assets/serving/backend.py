@@ -52,6 +52,7 @@ from llama_assets.serving.openai_api import (
     completion_body,
     error_body,
     new_id,
+    server_timing,
     sse,
     usage,
     usage_chunk,
@@ -237,6 +238,7 @@ def create_backend_app(config: BackendConfig, load_in_background: bool = True) -
     async def serve(
         body: CompletionRequest | ChatCompletionRequest, request: Request, chat: bool
     ) -> Response:
+        started = time.perf_counter()
         rid = request.headers.get("x-request-id") or new_id("req")
         request_id_var.set(rid)
         headers = {"x-request-id": rid, "x-llama-version": config.version}
@@ -360,6 +362,7 @@ def create_backend_app(config: BackendConfig, load_in_background: bool = True) -
                 usage(len(seq.prompt_ids), len(seq.output_ids)),
                 chat,
             )
+        headers["server-timing"] = server_timing("backend", started)
         return JSONResponse(out, headers=headers)
 
     return app

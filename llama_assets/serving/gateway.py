@@ -62,6 +62,7 @@ from llama_assets.serving.openai_api import (
     chunk_text,
     error_body,
     new_id,
+    server_timing,
     sse,
 )
 from llama_assets.serving.routing import RouteState, choose_version, read_state
@@ -647,6 +648,7 @@ def create_gateway_app(
 
     async def relay_whole(attempt, endpoint, headers, started, retried, key, rid, prompt):
         response = attempt.response
+        upstream_timing = response.headers.get("server-timing")
         try:
             raw = await response.read()
         except UPSTREAM_ERRORS as exc:  # the backend died before its answer was whole
@@ -683,6 +685,7 @@ def create_gateway_app(
         # client does not wait for them. They run on the loop before it takes another
         # event, so a scrape or the canary judge's poll after the answer sees them.
         after = BackgroundTask(account)
+        headers["server-timing"] = server_timing("gateway", started, upstream_timing)
         if passed:  # the backend's bytes as they came: no second serialisation
             return Response(raw, media_type="application/json", headers=headers, background=after)
         return JSONResponse(body, headers=headers, background=after)

@@ -22,6 +22,8 @@ from typing import Any
 
 import aiohttp
 
+from llama_assets.serving.openai_api import parse_server_timing
+
 
 @dataclass
 class Outcome:
@@ -32,6 +34,7 @@ class Outcome:
     ttft_s: float | None
     completion_tokens: int
     error: str | None = None
+    server_timing: dict[str, float] = field(default_factory=dict)  # ms by hop, answered whole
 
 
 @dataclass
@@ -80,7 +83,8 @@ async def _one(
                 tokens = 0
                 if response.status == 200:
                     tokens = (json.loads(raw).get("usage") or {}).get("completion_tokens", 0)
-                return Outcome(index, response.status, version, latency, None, tokens)
+                timing = parse_server_timing(response.headers.get("server-timing"))
+                return Outcome(index, response.status, version, latency, None, tokens, None, timing)
             ttft, tokens, error = None, 0, None
             async for raw_line in response.content:
                 line = raw_line.decode().rstrip("\r\n")

@@ -41,6 +41,8 @@ def test_completion_is_greedy_generate_of_the_merged_model(backends, versions, m
     response = post(url, "/v1/completions", body, headers={"x-request-id": "req-abc"})
     assert response.status_code == 200, response.text
     assert response.headers["x-request-id"] == "req-abc"
+    held = float(response.headers["server-timing"].removeprefix("backend;dur="))
+    assert 0 < held < response.elapsed.total_seconds() * 1000
     out = response.json()
     assert out["object"] == "text_completion" and out["model"] == VARIANT
     choice = out["choices"][0]

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from evals.safety.policy import SafetyPolicy
 from evals.safety.rules import RULES, Rule
 from llama_assets.serving.access import AccessError, check_bind, hash_key
+from llama_assets.serving.openai_api import parse_server_timing
 from llama_assets.serving.routing import RouteState, bucket, choose_version, write_state
 from tests.serving.conftest import VARIANT, backend_thread, start_gateway
 from tests.serving.servers import wait_until
@@ -48,6 +49,10 @@ def test_a_request_goes_through_with_its_id_and_is_counted_per_version(gateway, 
     assert response.headers["x-request-id"] == "req-1"
     assert response.headers["x-llama-version"] == versions[0]
     assert response.json()["choices"] == direct["choices"]
+    # Server-Timing: each hop's time holding the request, the backend's inside the gateway's.
+    timing = parse_server_timing(response.headers["server-timing"])
+    assert set(timing) == {"gateway", "backend"}
+    assert 0 < timing["backend"] < timing["gateway"], timing
     assert (
         counter(
             gateway.url,
@@ -132,6 +137,19 @@ def test_a_launcher_that_cannot_start_a_version_leaves_the_gateway_following(
         assert httpx.post(server.url + "/v1/completions", json=BODY, timeout=60).status_code == 200
     finally:
         server.stop()
+
+
+def test_server_timing_values_parse_as_w3c_writes_them():
+    assert parse_server_timing("gateway;dur=6.10, backend;dur=130.84") == {
+        "gateway": 6.1,
+        "backend": 130.84,
+    }
+    # Entries without a duration, quoted durations, descriptions before them.
+    assert parse_server_timing('cache;desc=hit, db;desc="q";dur="2.5",total;dur=9') == {
+        "db": 2.5,
+        "total": 9.0,
+    }
+    assert parse_server_timing(None) == {} and parse_server_timing("") == {}
 
 
 def test_choose_version_splits_by_weight_and_keeps_users_sticky():
