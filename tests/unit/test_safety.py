@@ -199,6 +199,23 @@ def test_violation_rates_per_category_by_hand():
     assert {f["category"] for f in rates["failures"]} == {"prompt_injection"}
 
 
+def test_the_ascii_fast_path_of_normalise_is_the_full_one():
+    """Texts that are their own normal form skip the per-character pass; the result
+    (text and offsets) must be what the pass gives, for every ASCII character."""
+    import evals.safety.policy as policy
+
+    texts = [f"a{chr(c)}b" for c in range(128)] + [f"a{chr(c)}{chr(d)}b" for c in range(9, 33)
+                                                  for d in range(9, 33)]  # fmt: skip
+    texts += [item.text for item in read_labelled(DATA / "labelled.jsonl")]
+    fast = 0
+    for text in texts:
+        got_text, got_origin = policy.normalise(text)
+        slow_text, slow_origin = policy.normalise_each_character(text)
+        assert (got_text, list(got_origin)) == (slow_text, slow_origin), repr(text)
+        fast += isinstance(got_origin, range)
+    assert fast > len(texts) // 2
+
+
 def test_the_safety_module_is_pure():
     for path in sorted(Path("evals/safety").glob("*.py")):
         modules = all_imports(path)
