@@ -132,8 +132,8 @@ def engine_events(
 ) -> tuple[asyncio.Queue[tuple[str, str | None]], Callable[[str, str | None], None]]:
     """A request's queue of the engine's (text delta, finish reason) events, and the
     `emit` the engine's thread calls. A streamed request gets every piece; any other
-    only the end (its text is the sequence's): a wake-up of the event loop for every
-    token cost the loop thread CPU and the GIL that the engine's thread waited for."""
+    only the end (its text is the sequence's): one wake-up of the event loop a
+    request instead of one a token, each a thread switch under the GIL."""
     events: asyncio.Queue[tuple[str, str | None]] = asyncio.Queue()
 
     def emit(delta: str, finish: str | None) -> None:
