@@ -142,6 +142,7 @@ def test_a_real_prometheus_scrapes_the_gateway_and_pages_on_injected_errors(
         )  # fmt: skip
         alert = next(a for a in firing() if a["labels"]["alertname"] == "LlamaErrorRateHigh")
         assert alert["labels"]["severity"] == "page" and alert["labels"]["variant"] == VARIANT
+        print("\nfired:", json.dumps({k: alert[k] for k in ("labels", "annotations", "activeAt")}))
         up = httpx.get(api + "/query", params={"query": 'up{job="llama-gateway"}'}).json()
         assert up["data"]["result"][0]["value"][1] == "1"
         # Every dashboard query is valid PromQL on this Prometheus.
