@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -111,14 +110,14 @@ def measure(url: str, requests: int, streams: int) -> LoadResult:
 
 
 def figures(rounds: list[LoadResult]) -> dict:
-    latencies = [o.latency_s * 1000 for r in rounds for o in r.ok]
-    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
-    seconds = sum(r.seconds for r in rounds)
+    merged = LoadResult(
+        outcomes=[o for r in rounds for o in r.outcomes], seconds=sum(r.seconds for r in rounds)
+    )
     return {
-        "requests": len(latencies),
-        "requests_per_second": round(len(latencies) / seconds, 1),
-        "p50_ms": round(cuts[49], 3),
-        "p95_ms": round(cuts[94], 3),
+        "requests": len(merged.ok),
+        "requests_per_second": round(len(merged.ok) / merged.seconds, 1),
+        "p50_ms": round(merged.latency_quantile(0.50) * 1000, 3),
+        "p95_ms": round(merged.latency_quantile(0.95) * 1000, 3),
     }
 
 

@@ -173,7 +173,7 @@ def measure(url: str, streams: int, requests_per_stream: int, workload: Workload
     return result
 
 
-def admissions(backend: str) -> float:
+def admission_count(backend: str) -> float:
     """The backend's batching loop admissions so far (a batch started, or requests that
     joined one: a prefill each), from its `llama_engine_batch_size` histogram."""
     families = text_string_to_metric_families(httpx.get(backend + "/metrics").text)
@@ -201,11 +201,11 @@ class PathMeter:
     requests: int = 0
 
     def run(self, url: str, streams: int, requests_per_stream: int, workload: Workload):
-        admitted = admissions(self.backend_url)  # scraped outside the CPU readings
+        admitted = admission_count(self.backend_url)  # scraped outside the CPU readings
         before = self.readings()
         result = measure(url, streams, requests_per_stream, workload)
         after = self.readings()
-        self.admissions += admissions(self.backend_url) - admitted
+        self.admissions += admission_count(self.backend_url) - admitted
         for name, start, end in zip(list(self.cpu), before, after, strict=True):
             self.cpu[name] += end - start
         self.requests += len(result.outcomes)

@@ -273,7 +273,7 @@ def create_backend_app(config: BackendConfig, load_in_background: bool = True) -
             else:
                 prompt = body.text
                 ids = tokenizer(prompt)["input_ids"]
-        events, emit = engine_events(asyncio.get_running_loop(), bool(body.stream))
+        events, emit = engine_events(asyncio.get_running_loop(), body.stream)
         seq = Sequence(prompt_ids=list(ids), params=body.sampling(), emit=emit)
         infer = state.tracer.start_span(
             "infer", context=parent, attributes={"request_id": rid, "prompt_tokens": len(ids)}
